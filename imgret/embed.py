@@ -1,0 +1,131 @@
+"""Turning images into embeddings with any model that has `embed_batch`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from .progress import progress_bar
+
+from .errors import UserError
+from .images import ImageError, open_image, to_array
+from .loader import make_loader
+from .sources import ImageSource
+
+__all__ = [
+    "Embedder", "EmbedResult", "load_embedder", "embed_source", "embed_images", "embed_files",
+    "describe_embedder", "PRETRAINED_NAMES",
+]  # fmt: skip
+
+PRETRAINED_NAMES = ("efficientnet-lite0",)
+
+
+class Embedder(Protocol):
+    """What embedding needs of a model (the autoencoder and the pretrained backbone alike)."""
+
+    image_size: int  # square input side the images are resized to
+    channels: int  # 1 or 3
+    embedding_dim: int
+
+    def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, channels, image_size, image_size) float32 in [0, 1] -> (B, embedding_dim)."""
+        ...
+
+
+@dataclass
+class EmbedResult:
+    embeddings: np.ndarray  # (n_ok, dim) float32, in the order of `positions`
+    positions: np.ndarray  # (n_ok,) int64 positions in the source of the embedded images
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) skipped
+
+
+def load_embedder(ref: str | Path, device: str = "cpu") -> Embedder:
+    """A model by reference: a model folder/file made by `imgret train`, or a pretrained name.
+
+    Pretrained names take an optional input size: ``efficientnet-lite0`` or
+    ``efficientnet-lite0@256``.
+    """
+    ref_s = str(ref)
+    name, _, size = ref_s.partition("@")
+    if name in PRETRAINED_NAMES:
+        from .pretrained import load_pretrained
+
+        return load_pretrained(name, image_size=int(size) if size else 224).to(device)
+    from .checkpoint import load_model
+
+    model, _ = load_model(ref_s, device=device)
+    return model
+
+
+def describe_embedder(ref: str | Path, embedder: Embedder) -> dict:
+    """The facts a collection records to refuse a mismatched model later."""
+    ref_s = str(ref)
+    if ref_s.partition("@")[0] not in PRETRAINED_NAMES:
+        ref_s = str(Path(ref_s).resolve())
+    return {
+        "ref": ref_s,
+        "name": getattr(embedder, "name", type(embedder).__name__),
+        "embedding_dim": int(embedder.embedding_dim),
+        "image_size": int(embedder.image_size),
+        "channels": int(embedder.channels),
+    }
+
+
+def _device_of(embedder: Embedder) -> torch.device:
+    params = list(embedder.parameters()) if isinstance(embedder, torch.nn.Module) else []
+    return params[0].device if params else torch.device("cpu")
+
+
+def embed_source(
+    embedder: Embedder,
+    source: ImageSource,
+    *,
+    batch_size: int = 128,
+    workers: int = 2,
+    progress: bool = True,
+) -> EmbedResult:
+    """Embed every image of `source`; undecodable images are skipped and listed in failures."""
+    device = _device_of(embedder)
+    loader = make_loader(
+        source, size=embedder.image_size, channels=embedder.channels,
+        batch_size=batch_size, workers=workers,
+    )  # fmt: skip
+    chunks, positions, failures = [], [], []
+    bar = progress_bar(total=len(source), desc="embedding", unit="img", enabled=progress)
+    for batch in loader:
+        if len(batch.indices):
+            chunks.append(embedder.embed_batch(batch.images.to(device)).float().cpu().numpy())
+            positions.append(batch.indices.numpy())
+        failures += [(source.keys[i], reason) for i, reason in batch.failures]
+        bar.update(len(batch.indices) + len(batch.failures))
+    bar.close()
+    dim = int(embedder.embedding_dim)
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    pos = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+    return EmbedResult(np.ascontiguousarray(embeddings, dtype=np.float32), pos, failures)
+
+
+def embed_images(embedder: Embedder, images: list[Image.Image]) -> np.ndarray:
+    """Decoded images -> (n_images, dim) float32."""
+    if not images:
+        return np.zeros((0, int(embedder.embedding_dim)), np.float32)
+    arrays = [to_array(img, embedder.image_size, embedder.channels) for img in images]
+    x = torch.from_numpy(np.stack(arrays)).float().div_(255.0).to(_device_of(embedder))
+    return embedder.embed_batch(x).float().cpu().numpy().astype(np.float32)
+
+
+def embed_files(embedder: Embedder, paths: list[str | Path]) -> np.ndarray:
+    """Image files -> (n_files, dim) float32. A query that cannot be decoded is a UserError."""
+    images = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise UserError(f"{p}: no such file")
+        try:
+            images.append(open_image(p))
+        except ImageError as e:
+            raise UserError(f"query image cannot be used: {e}") from None
+    return embed_images(embedder, images)

@@ -1,0 +1,241 @@
+"""Training the autoencoder: Adam + MSE, validation every epoch, the best epoch kept."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from .progress import progress_bar
+
+from .atomic import atomic_path, read_json, write_json
+from .checkpoint import load_model, save_model
+from .config import ModelConfig, TrainConfig
+from .errors import UserError
+from .loader import make_loader, split_indices
+from .model import ConvAutoencoder
+from .sources import ImageSource
+
+__all__ = ["TrainResult", "train_autoencoder", "decode_all", "pick_device"]
+
+# Decoded training images are kept in memory below this size; larger sets are streamed.
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+
+@dataclass
+class TrainResult:
+    model: ConvAutoencoder  # the best epoch's weights, eval mode
+    model_dir: Path
+    history: list[dict[str, float]]  # one row per epoch: epoch, train_loss, val_loss, seconds
+    best_epoch: int
+    best_val_loss: float
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) skipped
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def decode_all(
+    source: ImageSource, size: int, channels: int, *, workers: int = 2, progress: bool = True
+) -> tuple[torch.Tensor, np.ndarray, list[tuple[str, str]]]:
+    """Decode every image once -> ((n_ok, C, S, S) uint8, kept positions (n_ok,), failures)."""
+    loader = make_loader(source, size=size, channels=channels, batch_size=256, workers=workers)
+    chunks, kept, failures = [], [], []
+    for batch in progress_bar(loader, desc="decoding", unit="batch", enabled=progress, leave=False):
+        if len(batch.indices):
+            chunks.append((batch.images * 255).round().to(torch.uint8))
+            kept.append(batch.indices.numpy())
+        failures += [(source.keys[i], reason) for i, reason in batch.failures]
+    if not chunks:
+        raise UserError(f"{source.name}: none of the {len(source)} images could be decoded")
+    return torch.cat(chunks), np.concatenate(kept), failures
+
+
+def _batches(
+    images: torch.Tensor, batch_size: int, generator: torch.Generator | None
+) -> Iterator[torch.Tensor]:
+    """Float batches (B, C, S, S) in [0, 1] from a uint8 tensor, shuffled when a generator is given."""
+    n = len(images)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield images[order[start : start + batch_size]].float().div_(255.0)
+
+
+def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip of each image with probability 0.5."""
+    mask = torch.rand(len(x), generator=generator) < 0.5
+    x[mask] = x[mask].flip(-1)
+    return x
+
+
+def _run_epoch(
+    model: ConvAutoencoder,
+    batches: Iterator[torch.Tensor],
+    n_batches: int,
+    device: str,
+    optimizer: torch.optim.Optimizer | None,
+    flip_gen: torch.Generator | None,
+    desc: str,
+    progress: bool,
+) -> float:
+    """One pass; trains when `optimizer` is given. Returns the mean per-pixel MSE."""
+    model.train(optimizer is not None)
+    loss_fn = nn.MSELoss(reduction="sum")
+    total, count = 0.0, 0
+    bar = progress_bar(batches, total=n_batches, desc=desc, unit="batch", enabled=progress, leave=False)
+    with torch.set_grad_enabled(optimizer is not None):
+        for x in bar:
+            if flip_gen is not None:
+                x = _flip(x, flip_gen)
+            x = x.to(device)
+            recon, _ = model(x)
+            loss = loss_fn(recon, x)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                (loss / x.numel()).backward()
+                optimizer.step()
+            total += float(loss.detach())
+            count += x.numel()
+            bar.set_postfix(loss=f"{total / count:.5f}")
+    return total / max(count, 1)
+
+
+def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict) -> None:
+    """The resumable state after an epoch: weights, Adam moments, and bookkeeping as JSON."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, st in opt["state"].items():
+        for name, value in st.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    with atomic_path(path / "last.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_json(path / "last.json", info)
+
+
+def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    tensors = load_file(str(path / "last.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt = optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    opt["state"] = state
+    optimizer.load_state_dict(opt)
+    return read_json(path / "last.json")
+
+
+def train_autoencoder(
+    source: ImageSource,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train on `source` (labels unused) and write the best model to `out_dir`.
+
+    `out_dir` receives model.safetensors + model.json (the best epoch), history.json, and
+    last.safetensors + last.json (to resume an interrupted run with the same settings).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(device)
+    cfg = train_config
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if len(source) < 2:
+        raise UserError(f"{source.name}: need at least 2 images to train, found {len(source)}")
+
+    size, channels = model_config.image_size, model_config.channels
+    estimate = len(source) * channels * size * size
+    if estimate > CACHE_LIMIT_BYTES:
+        raise UserError(
+            f"{source.name}: {len(source):,} images at {size}px need {estimate / 1e9:.1f} GB "
+            "decoded; train on a sample of the folder (a sub-folder) instead"
+        )
+    images, _, failures = decode_all(source, size, channels, workers=cfg.workers, progress=progress)
+    for key, reason in failures[:10]:
+        log(f"skipped: {reason}")
+    if len(failures) > 10:
+        log(f"... and {len(failures) - 10} more skipped images")
+    train_idx, val_idx = split_indices(len(images), cfg.val_fraction, cfg.seed)
+    train_images, val_images = images[train_idx], images[val_idx]
+    if len(val_images) == 0:
+        val_images = train_images  # tiny sets: validate on the training images
+
+    model = ConvAutoencoder(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    settings = {"model": asdict(model_config), "train": asdict(cfg), "source": source.name}
+    history: list[dict[str, float]] = []
+    best_val, best_epoch, start_epoch = math.inf, 0, 1
+    if (out / "last.json").exists() and (out / "last.safetensors").exists():
+        info = read_json(out / "last.json")
+        if info.get("settings") == settings and info.get("finished"):
+            log(f"{out}: already trained with these settings; keeping it (delete it to retrain)")
+            best, _ = load_model(out, device=device)
+            return TrainResult(
+                best, out, info["history"], info["best_epoch"], info["best_val"], failures
+            )
+        if info.get("settings") == settings:
+            _load_state(out, model, optimizer)
+            history, best_val, best_epoch = info["history"], info["best_val"], info["best_epoch"]
+            start_epoch = len(history) + 1
+            log(f"resuming {out} after epoch {len(history)}")
+
+    meta = {"train": asdict(cfg), "source": source.name}
+    n_train_batches = math.ceil(len(train_images) / cfg.batch_size)
+    n_val_batches = math.ceil(len(val_images) / cfg.batch_size)
+    stale = len(history) - best_epoch if history else 0
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stale >= cfg.patience:
+            break
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        flip_gen = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch) if cfg.flip else None
+        train_loss = _run_epoch(
+            model, _batches(train_images, cfg.batch_size, gen), n_train_batches, device,
+            optimizer, flip_gen, f"epoch {epoch}/{cfg.epochs} train", progress,
+        )  # fmt: skip
+        val_loss = _run_epoch(
+            model, _batches(val_images, cfg.batch_size, None), n_val_batches, device,
+            None, None, f"epoch {epoch}/{cfg.epochs} val", progress,
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "seconds": seconds}
+        )
+        improved = val_loss < best_val
+        if improved:
+            best_val, best_epoch, stale = val_loss, epoch, 0
+            save_model(model, out, {**meta, "best_val_loss": best_val, "best_epoch": best_epoch})
+        else:
+            stale += 1
+        log(
+            f"epoch {epoch:3d}  train {train_loss:.5f}  val {val_loss:.5f}  "
+            f"{len(train_images) / seconds:7.0f} img/s{'  *best' if improved else ''}"
+        )
+        write_json(out / "history.json", history)
+        _save_state(out, model, optimizer, {
+            "settings": settings, "history": history, "best_val": best_val,
+            "best_epoch": best_epoch, "finished": False,
+        })  # fmt: skip
+    if best_epoch == 0:
+        raise UserError("training ran no epoch: set --epochs to 1 or more")
+    info = read_json(out / "last.json")
+    info["finished"] = True
+    write_json(out / "last.json", info)
+    best, _ = load_model(out, device=device)
+    return TrainResult(best, out, history, best_epoch, best_val, failures)

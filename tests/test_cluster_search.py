@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgret.cluster import elbow_curve, find_elbow, fit_kmeans, normalize
+from imgret.collection import Collection
+from imgret.errors import UserError
+from imgret.search import search_embeddings, top_k
+
+
+def test_find_elbow_by_hand() -> None:
+    # x scaled: 0, .25, .5, .75, 1; y scaled: 1, .2, .1, .05, 0
+    # (1 - x) - y: 0, .55, .4, .2, 0 -> the elbow is K=3
+    assert find_elbow([2, 3, 4, 5, 6], [100, 20, 10, 5, 0]) == 3
+    assert find_elbow([2, 3], [5, 4]) == 2
+
+
+def _blobs(n_per: int = 30, k: int = 4, dim: int = 8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = np.eye(dim)[:k] * 10
+    return np.concatenate([c + rng.normal(0, 0.3, (n_per, dim)) for c in centers]).astype(
+        np.float32
+    )
+
+
+def test_elbow_finds_the_number_of_blobs_and_kmeans_separates_them() -> None:
+    x = normalize(_blobs())
+    curve = elbow_curve(x, range(2, 10), progress=False)
+    assert curve.chosen_k == 4
+    assert int(np.argmax(curve.silhouettes)) == curve.ks.index(4)
+    c = fit_kmeans(x, 4, seed=0)
+    groups = c.assignments.reshape(4, 30)
+    assert all(len(set(g)) == 1 for g in groups) and len({g[0] for g in groups}) == 4
+    assert np.array_equal(c.assignments, fit_kmeans(x, 4, seed=0).assignments)
+
+
+def test_top_k_pads_with_minus_one() -> None:
+    scores, ids = top_k(np.array([[0.1, 0.9, -np.inf]]), 4)
+    assert ids.tolist() == [[1, 0, -1, -1]]
+    assert scores[0, :2].tolist() == pytest.approx([0.9, 0.1])
+
+
+def _collection(tmp_path: Path) -> Collection:
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [-1, 0]], np.float32)
+    coll = Collection.create(
+        tmp_path / "c", model={"ref": "m", "name": "x", "embedding_dim": 2, "image_size": 8,
+                               "channels": 1},
+        source="s", keys=[f"k{i}" for i in range(5)], labels=list("aabbc"), embeddings=emb,
+    )  # fmt: skip
+    return coll
+
+
+def test_exact_search_by_hand(tmp_path: Path) -> None:
+    coll = _collection(tmp_path)
+    scores, ids, clusters = search_embeddings(coll, np.array([[2.0, 0.0]]), k=3)
+    assert ids.tolist() == [[0, 1, 3]] and clusters is None
+    cos = 0.9 / np.hypot(0.9, 0.1)
+    assert scores[0].tolist() == pytest.approx([1.0, cos, 0.1 / np.hypot(0.1, 0.9)], rel=1e-5)
+
+
+def test_cluster_search_stays_in_the_query_cluster(tmp_path: Path) -> None:
+    coll = _collection(tmp_path)
+    with pytest.raises(UserError, match="not clustered"):
+        search_embeddings(coll, np.array([[1.0, 0.0]]), mode="cluster")
+    clustering = fit_kmeans(coll.embeddings, 3, seed=0)
+    coll.save_clustering(clustering)
+    scores, ids, clusters = search_embeddings(coll, np.array([[1.0, 0.05]]), k=5, mode="cluster")
+    members = set(np.flatnonzero(clustering.assignments == clusters[0]))
+    assert set(ids[0][ids[0] >= 0]) == members == {0, 1}
+    assert ids[0].tolist()[2:] == [-1, -1, -1]
+
+
+def test_collection_round_trip_and_model_check(tmp_path: Path) -> None:
+    coll = _collection(tmp_path)
+    coll.save_clustering(fit_kmeans(coll.embeddings, 2, seed=0))
+    again = Collection.load(tmp_path / "c")
+    assert again.keys == coll.keys and again.labels == coll.labels
+    assert np.allclose(np.linalg.norm(again.embeddings, axis=1), 1.0)
+    assert again.clustering is not None and again.clustering.k == 2
+    with pytest.raises(UserError, match="embedding_dim"):
+        again.check_model({**again.model, "embedding_dim": 3})
+    with pytest.raises(UserError, match="not an imgret collection"):
+        Collection.load(tmp_path)
+
+
+def test_wrong_query_dimension_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="dimension"):
+        search_embeddings(_collection(tmp_path), np.ones((1, 3)))
