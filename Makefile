@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of PyTorch (a looser pin may download a several-GB CUDA build).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,18 @@ test-all: install
 lint: install
 	$(VENV)/bin/ruff check imgret tests
 	$(VENV)/bin/mypy imgret
+
+# Benchmarks: each part writes bench/results/<part>.md; bench/assemble.py joins the parts
+# into BENCHMARKS.md. `make bench-quick` runs smaller settings in a few minutes.
+BENCH_PARTS ?= quality pretrained scale web
+
+bench: install
+	for part in $(BENCH_PARTS); do $(PY) -m bench.$$part || exit 1; done
+	$(PY) -m bench.assemble
+
+bench-quick: install
+	for part in $(BENCH_PARTS); do $(PY) -m bench.$$part --quick || exit 1; done
+	$(PY) -m bench.assemble
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

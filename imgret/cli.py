@@ -6,11 +6,16 @@ Nothing heavy is imported here at module level, so `imgret --help` answers at on
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
+
+# Modules that add further commands: each has `add_commands(sub)` and imports nothing heavy
+# at module level (so that `imgret --help` stays instant).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -206,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_demo, _add_train, _add_embed, _add_cluster, _add_search):
         add(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,9 @@ def _photo(size: int) -> torch.Tensor:
     img = ImageOps.exif_transpose(Image.open(PHOTO)).convert("RGB")
     w, h = img.size
     scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    img = img.resize(
+        (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC
+    )
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     img = img.crop((left, top, left + size, top + size))
@@ -146,10 +149,10 @@ def test_bad_input_shape(model: PretrainedEmbedder) -> None:
 
 
 def test_weights_loaded_with_weights_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, object]] = []
+    calls: list[dict[str, Any]] = []
     real_load = torch.load
 
-    def spy(*args: object, **kwargs: object) -> object:
+    def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs)
         return real_load(*args, **kwargs)
 
