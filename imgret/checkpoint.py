@@ -29,7 +29,7 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def save_model(
-    model: torch.nn.Module, path: str | Path, meta: dict[str, Any] | None = None
+    model: ConvAutoencoder, path: str | Path, meta: dict[str, Any] | None = None
 ) -> Path:
     """Write `model`'s weights and config (plus `meta`, e.g. training settings) atomically."""
     weights, config_path = model_paths(path)

@@ -15,7 +15,9 @@ __all__ = ["main", "build_parser"]
 
 # Modules that add further commands: each has `add_commands(sub)` and imports nothing heavy
 # at module level (so that `imgret --help` stays instant).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "imgret.cli_finetune",
+)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

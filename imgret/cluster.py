@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from .progress import progress_bar
 
 __all__ = ["ElbowCurve", "Clustering", "elbow_curve", "find_elbow", "fit_kmeans", "normalize"]

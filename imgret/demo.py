@@ -73,7 +73,9 @@ def run_demo(
     log("[2/5] training the autoencoder")
     mc = ModelConfig(image_size=32, channels=1, embedding_dim=512, width=32)
     tc = TrainConfig(epochs=epochs, batch_size=64, seed=seed, workers=0)
-    trained = train(images, out / "model", model_config=mc, train_config=tc, progress=progress, log=log)
+    trained = train(
+        images, out / "model", model_config=mc, train_config=tc, progress=progress, log=log
+    )
 
     log("[3/5] embedding the folder into a collection")
     emb = embed(out / "model", images, out / "collection", workers=0, progress=progress, log=log)
@@ -104,5 +106,3 @@ def run_demo(
     ))  # fmt: skip
     summary.insert(1, f"KMeans: K = {clus.k} (elbow), cluster sizes {clus.sizes}")
     return DemoOutput(time.perf_counter() - t0, files, summary)
-
-

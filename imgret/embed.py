@@ -9,11 +9,11 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
-from .progress import progress_bar
 
 from .errors import UserError
 from .images import ImageError, open_image, to_array
 from .loader import make_loader
+from .progress import progress_bar
 from .sources import ImageSource
 
 __all__ = [
@@ -27,9 +27,18 @@ PRETRAINED_NAMES = ("efficientnet-lite0",)
 class Embedder(Protocol):
     """What embedding needs of a model (the autoencoder and the pretrained backbone alike)."""
 
-    image_size: int  # square input side the images are resized to
-    channels: int  # 1 or 3
-    embedding_dim: int
+    @property
+    def image_size(self) -> int:
+        """Square input side in pixels the images are resized to."""
+        ...
+
+    @property
+    def channels(self) -> int:
+        """1 (grayscale) or 3 (RGB)."""
+        ...
+
+    @property
+    def embedding_dim(self) -> int: ...
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """(B, channels, image_size, image_size) float32 in [0, 1] -> (B, embedding_dim)."""
@@ -55,6 +64,11 @@ def load_embedder(ref: str | Path, device: str = "cpu") -> Embedder:
         from .pretrained import load_pretrained
 
         return load_pretrained(name, image_size=int(size) if size else 224).to(device)
+    head_doc = Path(ref_s) / "model.json"
+    if head_doc.is_file() and '"projection-head"' in head_doc.read_text(encoding="utf-8"):
+        from .finetune import load_finetuned
+
+        return load_finetuned(ref_s, device=device)
     from .checkpoint import load_model
 
     model, _ = load_model(ref_s, device=device)

@@ -45,8 +45,8 @@ def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return convert(img, mode)
+                upright = ImageOps.exif_transpose(img)
+                return convert(upright, mode)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -54,7 +54,7 @@ class ConvAutoencoder(nn.Module):
         self.from_embedding = nn.Sequential(nn.Linear(config.embedding_dim, flat), nn.ReLU(True))
         dec: list[nn.Module] = []
         outs = list(reversed(widths))[1:] + [widths[0]]
-        for c_in, c_out in zip(reversed(widths), outs):
+        for c_in, c_out in zip(reversed(widths), outs, strict=True):
             if config.decoder == "transpose":
                 dec += [
                     nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class ImageSource:
             return Image.fromarray(self.arrays[i])
         return open_image(self.keys[i])
 
-    def subset(self, indices: list[int] | np.ndarray) -> ImageSource:
+    def subset(self, indices: Iterable[int] | np.ndarray) -> ImageSource:
         idx = [int(i) for i in indices]
         return ImageSource(
             name=self.name,
@@ -169,7 +170,9 @@ def _fashion_mnist(folder: Path, split: str) -> ImageSource:
     if split not in ("train", "test", "all"):
         raise UserError(f"fashion-mnist split must be train or test, got {split!r}")
     splits = ["train", "test"] if split == "all" else [split]
-    arrays, keys, labels = [], [], []
+    arrays: list[np.ndarray] = []
+    keys: list[str] = []
+    labels: list[str | None] = []
     for s in splits:
         images, targets = _fashion_mnist_split(folder, s)  # (n, 28, 28) uint8, (n,) uint8
         arrays.append(images)

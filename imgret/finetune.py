@@ -1,0 +1,271 @@
+"""A few labels sharpen any embedding model: a projection head trained with triplet loss.
+
+The base model (the autoencoder or the pretrained backbone) stays frozen; the labelled images
+are embedded once, and a small residual head learns on those embeddings, so fine-tuning takes
+seconds. The head starts as the identity (its last layer is zero), so with few labels it can
+only move the label-free embedding, not throw it away.
+
+A fine-tuned model is a folder: head.safetensors + model.json (arch "projection-head", the
+base model's reference, the head's settings and how many labels it used).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .atomic import atomic_path, read_json, write_json
+from .errors import UserError
+
+__all__ = [
+    "FinetuneConfig", "ProjectionHead", "FinetunedEmbedder", "FinetuneResult",
+    "triplet_loss", "finetune_head", "finetune", "load_finetuned", "read_label_csv",
+    "check_labels", "MIN_PER_CLASS",
+]  # fmt: skip
+
+MIN_PER_CLASS = 2  # a class needs an anchor and a positive
+ARCH = "projection-head"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    margin: float = 0.2  # triplet margin on unit-norm embeddings (distance = Euclidean)
+    mining: str = "batch-hard"  # "batch-hard" or "semi-hard"
+    hidden: int = 1024  # width of the head's hidden layer
+    steps: int = 300  # optimisation steps
+    classes_per_batch: int = 16  # P of a P x K batch
+    per_class: int = 4  # K of a P x K batch
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 1e-4  # Adam weight decay
+    seed: int = 0  # one seed for sampling and initialisation
+
+
+class ProjectionHead(nn.Module):
+    """(B, dim) -> (B, dim) unit-norm: normalize(x + MLP(x)), the MLP's last layer zero at start."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
+        )
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(x, dim=1)
+        return F.normalize(x + self.mlp(x), dim=1)
+
+
+def triplet_loss(
+    z: torch.Tensor, labels: torch.Tensor, margin: float, mining: str = "batch-hard"
+) -> torch.Tensor:
+    """Triplet loss of (B, dim) embeddings with (B,) integer labels.
+
+    batch-hard: each anchor's farthest positive and nearest negative.
+    semi-hard: the nearest negative farther than the positive (within the margin when one
+    exists), else the nearest negative. Anchors without a positive are left out.
+    """
+    d = torch.cdist(z, z)  # (B, B) Euclidean distances
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    pos_mask, neg_mask = same & ~eye, ~same
+    valid = pos_mask.any(1) & neg_mask.any(1)
+    if not valid.any():
+        return z.sum() * 0.0
+    d_ap = torch.where(pos_mask, d, torch.full_like(d, -np.inf)).max(1).values  # (B,)
+    d_neg = torch.where(neg_mask, d, torch.full_like(d, np.inf))
+    if mining == "batch-hard":
+        d_an = d_neg.min(1).values
+    elif mining == "semi-hard":
+        farther = d_neg > d_ap[:, None]
+        semi = torch.where(farther, d_neg, torch.full_like(d, np.inf)).min(1).values
+        d_an = torch.where(torch.isfinite(semi), semi, d_neg.min(1).values)
+    else:
+        raise ValueError(f"mining must be 'batch-hard' or 'semi-hard', got {mining!r}")
+    return F.relu(d_ap - d_an + margin)[valid].mean()
+
+
+def check_labels(labels: list[str]) -> dict[str, int]:
+    """Count images per class; raise a UserError when there are too few to train."""
+    counts: dict[str, int] = {}
+    for lab in labels:
+        counts[lab] = counts.get(lab, 0) + 1
+    usable = {c: n for c, n in counts.items() if n >= MIN_PER_CLASS}
+    if len(usable) < 2:
+        raise UserError(
+            f"too few labels to fine-tune: {len(labels)} labelled image(s) in {len(counts)} "
+            f"class(es); triplet loss needs at least 2 classes with {MIN_PER_CLASS}+ images each "
+            "(5 or more per class works well)"
+        )
+    return counts
+
+
+def _pk_batches(labels: np.ndarray, cfg: FinetuneConfig, rng: np.random.Generator):  # noqa: ANN202
+    """Endless P x K batches of row indices (classes with >= 2 images only)."""
+    classes = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    classes = [rows for rows in classes if len(rows) >= MIN_PER_CLASS]
+    p = min(cfg.classes_per_batch, len(classes))
+    while True:
+        picked = rng.choice(len(classes), p, replace=False)
+        batch = []
+        for ci in picked:
+            rows = classes[ci]
+            batch.append(rng.choice(rows, min(cfg.per_class, len(rows)), replace=False))
+        yield np.concatenate(batch)
+
+
+def finetune_head(
+    embeddings: np.ndarray, labels: list[str], config: FinetuneConfig = FinetuneConfig()
+) -> tuple[ProjectionHead, list[float]]:
+    """Train a head on (n_labelled, dim) embeddings -> (head in eval mode, loss per step)."""
+    check_labels(labels)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    names = sorted(set(labels))
+    y = np.array([names.index(lab) for lab in labels])
+    x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    head = ProjectionHead(x.shape[1], config.hidden)
+    opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    losses = []
+    batches = _pk_batches(y, config, rng)
+    head.train()
+    for _ in range(config.steps):
+        rows = next(batches)
+        loss = triplet_loss(head(x[rows]), torch.from_numpy(y[rows]), config.margin, config.mining)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return head.eval(), losses
+
+
+class FinetunedEmbedder(nn.Module):
+    """A frozen base embedder followed by a projection head; same interface as the base."""
+
+    name = ARCH
+
+    def __init__(self, base: Any, head: ProjectionHead, base_ref: str) -> None:
+        super().__init__()
+        self.base = base
+        self.head = head
+        self.base_ref = base_ref
+
+    @property
+    def image_size(self) -> int:
+        return int(self.base.image_size)
+
+    @property
+    def channels(self) -> int:
+        return int(self.base.channels)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.base.embedding_dim)
+
+    @torch.inference_mode()
+    def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) in [0, 1] -> (B, dim) unit-norm."""
+        self.eval()
+        return self.head(self.base.embed_batch(x).float())
+
+    def transform(self, embeddings: np.ndarray) -> np.ndarray:
+        """Base embeddings (n, dim) -> fine-tuned embeddings (n, dim) float32."""
+        with torch.inference_mode():
+            return self.head.eval()(torch.from_numpy(np.asarray(embeddings, np.float32))).numpy()
+
+
+@dataclass
+class FinetuneResult:
+    model_dir: Path
+    n_labelled: int
+    classes: dict[str, int]  # images per class used
+    losses: list[float] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read_label_csv(path: str | Path) -> dict[str, str]:
+    """A CSV of `path,label` rows (a header row is allowed) -> {resolved path: label}."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such label file")
+    out = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.reader(f)):
+            if len(row) < 2 or (i == 0 and row[0].strip().lower() == "path"):
+                continue
+            img = Path(row[0].strip()).expanduser()
+            if not img.is_absolute():
+                img = path.parent / img
+            out[str(img.resolve())] = row[1].strip()
+    if not out:
+        raise UserError(f"{path}: no `path,label` rows found")
+    return out
+
+
+def finetune(
+    base_ref: str | Path,
+    source_spec: str | Path,
+    out: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+    config: FinetuneConfig = FinetuneConfig(),
+    device: str = "cpu",
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune a head on a base model with labelled images, written to `out`.
+
+    Labels come from `labels_csv` (path,label) when given, else from the sub-folder names of
+    `source_spec`; images without a label are not used.
+    """
+    from .embed import describe_embedder, embed_source, load_embedder
+    from .sources import open_source
+
+    source = open_source(source_spec)
+    if labels_csv is not None:
+        mapping = read_label_csv(labels_csv)
+        keep = [i for i, k in enumerate(source.keys) if str(Path(k).resolve()) in mapping]
+        source = source.subset(keep)
+        source.labels = [mapping[str(Path(k).resolve())] for k in source.keys]
+    else:
+        source = source.subset([i for i, lab in enumerate(source.labels) if lab is not None])
+    check_labels([str(lab) for lab in source.labels])
+    base = load_embedder(base_ref, device=device)
+    result = embed_source(base, source, progress=progress, workers=0)
+    labels = [str(source.labels[i]) for i in result.positions]
+    head, losses = finetune_head(result.embeddings, labels, config)
+    counts = check_labels(labels)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "head.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp))
+    write_json(out / "model.json", {
+        "format": "imgret-model", "version": 1, "arch": ARCH,
+        "base": describe_embedder(base_ref, base), "dim": int(result.embeddings.shape[1]),
+        "finetune": asdict(config), "labelled_images": len(labels), "classes": counts,
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+    })  # fmt: skip
+    return FinetuneResult(out, len(labels), counts, losses, result.failures)
+
+
+def load_finetuned(path: str | Path, device: str = "cpu") -> FinetunedEmbedder:
+    """Rebuild a fine-tuned model (base + head) from its folder."""
+    from .embed import load_embedder
+
+    path = Path(path)
+    doc = read_json(path / "model.json")
+    if doc.get("arch") != ARCH:
+        raise UserError(f"{path}: not a fine-tuned imgret model")
+    base_ref = doc["base"]["ref"]
+    base = load_embedder(base_ref, device=device)
+    cfg = doc.get("finetune", {})
+    head = ProjectionHead(int(doc["dim"]), int(cfg.get("hidden", FinetuneConfig.hidden)))
+    head.load_state_dict(load_file(str(path / "head.safetensors")))
+    return FinetunedEmbedder(base, head.to(device).eval(), base_ref)
