@@ -9,7 +9,6 @@ import argparse
 import importlib
 import json
 import sys
-from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -17,36 +16,113 @@ __all__ = ["main", "build_parser"]
 # at module level (so that `imgret --help` stays instant).
 COMMAND_MODULES: tuple[str, ...] = (
     "imgret.cli_finetune",
+    "imgret.cli_web",
+    "imgret.cli_evaluate",
+    "imgret.cli_collection",
 )
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train the convolutional autoencoder on a folder of images",
-        description="Train the autoencoder without labels. Writes the model (safetensors + "
-        "JSON), the loss history and curves, and a reconstruction grid to --out. Re-running "
-        "the same command resumes an interrupted run.",
+        help="train a model on a folder of images, without labels",
+        description="Train a convolutional encoder without labels: by default with the objective "
+        "that measured best in BENCHMARKS.md (see --objective); `--objective reconstruction` "
+        "trains the plain autoencoder of the classic design. Writes the model (safetensors + "
+        "JSON), the loss history and curves (and a reconstruction grid for autoencoders) to "
+        "--out. Re-running the same command resumes an interrupted run.",
     )
-    p.add_argument("source", help="folder of images, or a built-in source: digits, fashion-mnist")
-    p.add_argument("--out", "-o", default="model", help="output folder for the model (default: model)")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (default: 20)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    p.add_argument("source", help="folder of images, a built-in source (digits, fashion-mnist), "
+                   "or a benchmark's database images (fashion-mnist:database, cifar10:database, "
+                   "caltech101:database)",
+                   )  # fmt: skip
+    p.add_argument(
+        "--out", "-o", default="model", help="output folder for the model (default: model)"
+    )
+    p.add_argument("--objective", choices=("reconstruction", "denoising", "contrastive"),
+                   help="reconstruction: the autoencoder (MSE); denoising: reconstruct from a "
+                   "masked copy; contrastive: SimCLR on augmented views, embedding before the "
+                   "projection head (default: the best label-free setting measured)",
+                   )  # fmt: skip
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 20, or the objective's)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: 128; contrastive 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 0.001)")
-    p.add_argument("--patience", type=int, default=5,
-                   help="stop after this many epochs without a better validation loss (default: 5)")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of images held out for validation (default: 0.1)")
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        help="learning rate schedule (default: constant; contrastive: cosine)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop after this many epochs without a better validation loss (default: 5)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of images held out for validation (default: 0.1)",
+    )
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    p.add_argument("--image-size", type=int,
-                   help="input side in pixels, a multiple of 4 (default: 28 or 32 for small "
-                   "images, 64 otherwise)")
-    p.add_argument("--channels", type=int, choices=(1, 3),
-                   help="1 = grayscale, 3 = RGB (default: from the images)")
+    p.add_argument(
+        "--augment",
+        choices=("auto", "flip", "crop", "crop-color"),
+        default="auto",
+        help="views for contrastive training (default: auto = crop for grayscale, "
+        "crop-color for RGB)",
+    )
+    p.add_argument(
+        "--temperature", type=float, help="contrastive softmax temperature (default: 0.5)"
+    )
+    p.add_argument(
+        "--mask-ratio",
+        type=float,
+        default=0.5,
+        help="denoising: share of 4x4 patches masked (default: 0.5)",
+    )
+    p.add_argument(
+        "--whiten",
+        type=int,
+        metavar="DIM",
+        help="PCA-whiten the embedding to DIM dims, fitted on the training images "
+        "after training; 0 = none (default: none; contrastive: 128)",
+    )
+    p.add_argument(
+        "--pool",
+        choices=("flatten", "avg"),
+        help="last feature map -> embedding: flatten + linear, or average + linear "
+        "(default: flatten; contrastive: flatten for grayscale, avg for RGB)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="train on a fixed-seed sample of N images of the source",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="input side in pixels, a multiple of 4 (default: 28 or 32 for small "
+        "images, 64 otherwise)",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="1 = grayscale, 3 = RGB (default: from the images)",
+    )
     p.add_argument("--embedding-dim", type=int, default=512, help="embedding size (default: 512)")
-    p.add_argument("--width", type=int, default=32, help="channels of the first conv stage (default: 32)")
-    p.add_argument("--decoder", choices=("transpose", "upsample"), default="transpose",
-                   help="transposed convolutions or upsampling + convolution (default: transpose)")
+    p.add_argument(
+        "--width", type=int, default=32, help="channels of the first conv stage (default: 32)"
+    )
+    p.add_argument(
+        "--decoder",
+        choices=("transpose", "upsample"),
+        default="transpose",
+        help="autoencoders: transposed convolutions or upsampling + convolution "
+        "(default: transpose)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
@@ -54,19 +130,31 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .config import TrainConfig
+    from dataclasses import replace
+
+    from .config import DEFAULT_OBJECTIVE, objective_defaults
     from .pipeline import train
 
-    overrides = {"embedding_dim": a.embedding_dim, "width": a.width, "decoder": a.decoder}
-    if a.image_size:
-        overrides["image_size"] = a.image_size
-    if a.channels:
-        overrides["channels"] = a.channels
-    tc = TrainConfig(
-        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, patience=a.patience,
-        val_fraction=a.val_fraction, flip=not a.no_flip, seed=a.seed, workers=a.workers,
-    )  # fmt: skip
-    out = train(a.source, a.out, train_config=tc, overrides=overrides, device=a.device)
+    tc = objective_defaults(a.objective or DEFAULT_OBJECTIVE)
+    overrides = {"embedding_dim": a.embedding_dim, "width": a.width}
+    if tc.objective != "contrastive":
+        overrides["decoder"] = a.decoder
+    for key, value in (("image_size", a.image_size), ("channels", a.channels),
+                       ("whiten_dim", a.whiten), ("pool", a.pool)):  # fmt: skip
+        if value is not None:
+            overrides[key] = value
+    changes = {
+        "lr": a.lr, "patience": a.patience, "val_fraction": a.val_fraction, "flip": not a.no_flip,
+        "seed": a.seed, "workers": a.workers, "augment": a.augment, "mask_ratio": a.mask_ratio,
+    }  # fmt: skip
+    for key, value in (("epochs", a.epochs), ("batch_size", a.batch_size),
+                       ("schedule", a.schedule), ("temperature", a.temperature)):  # fmt: skip
+        if value is not None:
+            changes[key] = value
+    tc = replace(tc, **changes)
+    out = train(
+        a.source, a.out, train_config=tc, overrides=overrides, device=a.device, limit=a.limit
+    )
     print(f"best epoch {out.best_epoch} of {out.epochs_run}, validation loss "
           f"{out.best_val_loss:.5f}, {out.seconds:.1f} s")  # fmt: skip
     _print_skipped(out.skipped)
@@ -84,7 +172,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="model folder made by `imgret train`, or efficientnet-lite0")
     p.add_argument("source", help="folder of images, or a built-in source")
-    p.add_argument("--out", "-o", default="collection", help="collection folder (default: collection)")
+    p.add_argument(
+        "--out", "-o", default="collection", help="collection folder (default: collection)"
+    )
     p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -94,7 +184,9 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 def _cmd_embed(a: argparse.Namespace) -> int:
     from .pipeline import embed
 
-    out = embed(a.model, a.source, a.out, batch_size=a.batch_size, workers=a.workers, device=a.device)
+    out = embed(
+        a.model, a.source, a.out, batch_size=a.batch_size, workers=a.workers, device=a.device
+    )
     rate = out.count / out.seconds if out.seconds else 0.0
     print(f"embedded {out.count:,} images ({out.dim}-d) in {out.seconds:.1f} s "
           f"({rate:.0f} images/s) -> {out.collection_dir}")  # fmt: skip
@@ -133,17 +225,43 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
         help="find the images of a collection most like query images",
-        description="Rank the collection for each query image by cosine similarity: over the "
-        "whole collection (--mode exact) or only inside the query's cluster (--mode cluster).",
+        description="Rank the collection for each query image by cosine similarity: with the "
+        "collection's FAISS index (--mode index), over the whole collection (--mode exact) or "
+        "only inside the query's cluster (--mode cluster). A folder query searches with every "
+        "image in it, in batches.",
     )
     p.add_argument("collection", help="collection folder")
-    p.add_argument("queries", nargs="+", help="query image file(s)")
+    p.add_argument(
+        "queries",
+        nargs="+",
+        help="query image file(s) or folder(s); with "
+        "--in-collection, keys, paths or ids of images in the collection",
+    )
     p.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
-    p.add_argument("--mode", choices=("exact", "cluster"), default="exact",
-                   help="exact: whole collection; cluster: inside the query's cluster (default: exact)")
+    p.add_argument(
+        "--mode",
+        choices=("index", "exact", "cluster"),
+        default="index",
+        help="index: the collection's FAISS index (exact when small); exact: whole "
+        "collection; cluster: inside the query's cluster (default: index)",
+    )
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        help="IVF lists scanned per query; in cluster mode, "
+        "the nearest clusters searched (default: the index's; 1 cluster)",
+    )
+    p.add_argument(
+        "--in-collection",
+        action="store_true",
+        help="queries are images of the collection: use their stored embeddings",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--grid", metavar="FOLDER",
-                   help="also write results.json and a PNG grid per query into FOLDER")
+    p.add_argument(
+        "--grid",
+        metavar="FOLDER",
+        help="also write results.json and a PNG grid per query into FOLDER",
+    )
     p.add_argument("--model", help="model to embed the queries (default: the collection's)")
     p.set_defaults(func=_cmd_search)
 
@@ -151,7 +269,15 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 def _cmd_search(a: argparse.Namespace) -> int:
     from .pipeline import search, write_search_outputs
 
-    results = search(a.collection, a.queries, k=a.k, mode=a.mode, model=a.model)
+    results = search(
+        a.collection,
+        a.queries,
+        k=a.k,
+        mode=a.mode,
+        model=a.model,
+        nprobe=a.nprobe,
+        in_collection=a.in_collection,
+    )
     if a.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

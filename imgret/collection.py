@@ -1,49 +1,107 @@
-"""A collection directory: the embeddings of a set of images, their keys, and the clustering.
+"""A collection directory: the embeddings of a set of images, their metadata, index and clustering.
 
-Layout (format version 1)::
+Layout (format version 2, described in docs/collection-format.md)::
 
-    collection.json   format, version, model facts, source, metric, count, skipped files
-    items.json        keys (file paths or builtin:// keys) and labels, one per embedding row
-    embeddings.npy    (n_images, dim) float32, unit-norm rows when metric is cosine
-    clusters.json     K, inertia, the elbow curve (when clustered)
-    centroids.npy     (K, dim) float32
-    assignments.npy   (n_images,) int64
+    collection.json        format, version, model facts, source, metric, dim, index settings
+    meta.sqlite            items (key, size, mtime, sha256, label, cluster, embedding row),
+                           the manifest of embedding chunks, unreadable files, the clustering
+    embeddings/chunk-*.npy (n_rows, dim) float32 each, unit-norm rows when metric is cosine
+    index.json             the current FAISS index: kind, parameters, files
+    index-NNNNNN.faiss     the FAISS index (ids = embedding rows) and
+    index-NNNNNN.rows.npy  the rows it holds
+
+Positions: `keys[i]`, `labels[i]`, `embeddings[i]` and search ids all refer to the i-th item in
+embedding-row order. Positions are stable until the collection changes; embedding rows are
+never reused.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .atomic import read_json, write_json, write_npy
+from .atomic import read_json, write_json
+from .chunks import ChunkReader, remove_orphans, write_chunk
 from .cluster import Clustering, ElbowCurve, normalize
+from .crashpoints import crash_point
 from .errors import UserError
+from .index import (
+    IndexSettings,
+    LoadedIndex,
+    build_index,
+    choose_kind,
+    load_index,
+    plan_index,
+    plan_to_meta,
+    save_index,
+    update_index,
+)  # fmt: skip
+from .store import Item, MetaStore, StoredClustering
 
-__all__ = ["Collection", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Collection", "FORMAT", "FORMAT_VERSION", "model_fingerprint"]
 
 FORMAT = "imgret-collection"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CHUNK_ROWS = 65536  # rows per chunk written by `create`
+_V1_FILES = ("embeddings.npy", "items.json", "clusters.json", "centroids.npy", "assignments.npy")
+Log = Callable[[str], None]
 
 
-@dataclass
+def model_fingerprint(ref: str | Path) -> str | None:
+    """sha256 of a trained model's weight files (None for pretrained names and missing files).
+
+    Two models at the same path but with different weights make different embeddings; the
+    fingerprint tells them apart.
+    """
+    path = Path(str(ref))
+    files = [path] if path.suffix == ".safetensors" else [
+        path / "model.safetensors", path / "head.safetensors"
+    ]  # fmt: skip
+    h = hashlib.sha256()
+    found = False
+    for f in files:
+        if f.is_file():
+            found = True
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest() if found else None
+
+
+def _settings_from(doc: dict[str, Any] | None) -> IndexSettings:
+    names = {f.name for f in fields(IndexSettings)}
+    return IndexSettings(**{k: v for k, v in (doc or {}).items() if k in names})
+
+
 class Collection:
-    path: Path
-    info: dict[str, Any]
-    keys: list[str]
-    labels: list[str | None]
-    embeddings: np.ndarray  # (n_images, dim) float32
-    clustering: Clustering | None = None
-    elbow: ElbowCurve | None = None
+    """An indexed set of images. Load with `Collection.load`, make with `create` or indexing."""
+
+    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+        self.path = path
+        self.info = info
+        self.store = MetaStore(path / "meta.sqlite")
+        self._cache: dict[str, Any] = {}
+
+    # -- reading
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, {len(self)} images, dim {self.dim})"
 
     @property
     def dim(self) -> int:
-        return int(self.embeddings.shape[1])
+        return int(self.info["dim"])
 
     @property
     def model(self) -> dict[str, Any]:
@@ -52,6 +110,306 @@ class Collection:
     @property
     def metric(self) -> str:
         return self.info["metric"]
+
+    def _columns(self) -> dict[str, Any]:
+        if "rows" not in self._cache:
+            rows, keys, labels, clusters = self.store.columns()
+            self._cache.update(rows=rows, keys=keys, labels=labels, clusters=clusters)
+        return self._cache
+
+    @property
+    def rows(self) -> np.ndarray:
+        """(n_images,) int64 embedding row of each position, increasing."""
+        return self._columns()["rows"]
+
+    @property
+    def keys(self) -> list[str]:
+        """File path (or builtin:// key) of each position."""
+        return self._columns()["keys"]
+
+    @property
+    def labels(self) -> list[str | None]:
+        """Sub-folder name of each position (None at the top level)."""
+        return self._columns()["labels"]
+
+    @property
+    def reader(self) -> ChunkReader:
+        if "reader" not in self._cache:
+            self._cache["reader"] = ChunkReader(
+                self.path / "embeddings", self.store.chunks(), self.dim
+            )
+        return self._cache["reader"]
+
+    def fetch(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings of embedding rows ((n,) int64) -> (n, dim) float32, read from disk."""
+        return self.reader.gather(rows)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """(n_images, dim) float32 embeddings by position, read from the chunks on first use."""
+        if "embeddings" not in self._cache:
+            self._cache["embeddings"] = self.fetch(self.rows)
+        return self._cache["embeddings"]
+
+    def positions_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Positions of embedding rows (any shape); -1 for rows of no current item (or -1)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        mine = self.rows
+        if len(mine) == 0:
+            return np.full(rows.shape, -1, dtype=np.int64)
+        pos = np.clip(np.searchsorted(mine, rows), 0, len(mine) - 1)
+        return np.where((mine[pos] == rows) & (rows >= 0), pos, -1).astype(np.int64)
+
+    def position_of_key(self, key: str) -> int | None:
+        if "key_pos" not in self._cache:
+            self._cache["key_pos"] = {k: i for i, k in enumerate(self.keys)}
+        return self._cache["key_pos"].get(key)
+
+    @property
+    def clustering(self) -> Clustering | None:
+        if "clustering" not in self._cache:
+            stored = self.store.clustering()
+            clusters = self._columns()["clusters"]
+            if stored is None or any(c is None for c in clusters):
+                self._cache.update(clustering=None, elbow=None)
+            else:
+                self._cache["clustering"] = Clustering(
+                    k=stored.k,
+                    centroids=stored.centroids,
+                    assignments=np.asarray(clusters, dtype=np.int64),
+                    inertia=stored.inertia,
+                )
+                self._cache["elbow"] = ElbowCurve(**stored.elbow) if stored.elbow else None
+        return self._cache["clustering"]
+
+    @property
+    def elbow(self) -> ElbowCurve | None:
+        _ = self.clustering
+        return self._cache["elbow"]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(key, reason) of the files that could not be decoded."""
+        return [(k, reason) for k, (_, _, reason) in sorted(self.store.failures().items())]
+
+    def invalidate(self) -> None:
+        """Forget what was read: the next access reads the current state from disk."""
+        self._cache.clear()
+
+    # -- the index
+
+    @property
+    def index_settings(self) -> IndexSettings:
+        return _settings_from(self.info.get("index"))
+
+    def set_index_settings(self, settings: IndexSettings) -> None:
+        self.info["index"] = _index_doc(settings)
+        write_json(self.path / "collection.json", self.info)
+
+    @property
+    def index(self) -> LoadedIndex | None:
+        """The saved FAISS index (None when there is none yet), loaded on first use."""
+        if "index" not in self._cache:
+            self._cache["index"] = load_index(self.path)
+        return self._cache["index"]
+
+    def index_delta(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of items the index lacks, rows the index holds of items now gone)."""
+        loaded = self.index
+        if loaded is None:
+            return self.rows, np.zeros(0, np.int64)
+        return (
+            np.setdiff1d(self.rows, loaded.rows, assume_unique=True),
+            np.setdiff1d(loaded.rows, self.rows, assume_unique=True),
+        )
+
+    def refresh_index(
+        self,
+        settings: IndexSettings | None = None,
+        *,
+        rebuild: bool = False,
+        log: Log | None = None,
+    ) -> str:
+        """Bring the FAISS index in step with the items -> "current", "updated" or "rebuilt".
+
+        Rebuilds when there is none, when the kind for the size (or the setting) changed, when
+        the number of IVF lists for the size is 4 times off, or when more than 10 % of the
+        index is removed items it cannot drop (HNSW); otherwise adds and removes rows.
+        """
+        settings = settings or self.index_settings
+        n = len(self)
+        if n == 0:
+            return "current"
+        plan = plan_index(choose_kind(n, settings), n, self.dim, settings)
+        loaded = self.index
+        if loaded is not None and not rebuild:
+            old = loaded.plan
+            stale_ivf = bool(plan.nlist) and not (old.nlist / 4 < plan.nlist < old.nlist * 4)
+            same_kind = old.kind == plan.kind and (
+                old.kind != "hnsw" or old.factory == plan.factory
+            )
+            if loaded.meta.get("metric") != self.metric or loaded.meta.get("dim") != self.dim:
+                rebuild = True
+            elif not same_kind or stale_ivf:
+                rebuild = True
+        if loaded is None or rebuild:
+            if log:
+                log(f"building a {plan.kind} index ({plan.factory}) of {n:,} embeddings")
+            index = build_index(
+                plan, self.rows, self.fetch, dim=self.dim, metric=self.metric, settings=settings
+            )
+            meta = plan_to_meta(plan, metric=self.metric, dim=self.dim, trained_on=n)
+            fresh = LoadedIndex(index, self.rows.copy(), meta)
+            save_index(self.path, fresh)
+            self._cache["index"] = fresh
+            self._cache.pop("delta", None)
+            return "rebuilt"
+        add, drop = self.index_delta()
+        if len(add) == 0 and len(drop) == 0:
+            return "current"
+        updated = update_index(loaded, add, drop, self.fetch)
+        tombstones = len(updated.rows) - n
+        if tombstones > 0.1 * len(updated.rows):
+            return self.refresh_index(settings, rebuild=True, log=log)
+        if log:
+            log(f"index: added {len(add):,}, removed {len(drop):,}")
+        save_index(self.path, updated)
+        self._cache["index"] = updated
+        self._cache.pop("delta", None)
+        return "updated"
+
+    # -- writing
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Collection]:
+        """Hold the collection's write lock (one writer at a time; released if killed)."""
+        with open(self.path / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"{self.path} is being changed by another imgret process; wait for it"
+                ) from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete chunk files an interrupted run wrote but never committed."""
+        return remove_orphans(self.path / "embeddings", self.store.chunks())
+
+    def append(
+        self,
+        embeddings: np.ndarray,
+        items: list[Item],
+        failures: Sequence[tuple[str, int | None, int | None, str]] = (),
+    ) -> None:
+        """Commit (n, dim) embeddings of `items` (their `row` is assigned here) as one chunk.
+
+        The chunk file is complete on disk before the transaction that lists it and the items
+        commits, so a process killed at any point loses at most this chunk.
+        """
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if len(embeddings) != len(items) or (len(items) and embeddings.shape[1] != self.dim):
+            raise ValueError(f"embeddings {embeddings.shape} do not match {len(items)} items")
+        if self.metric == "cosine":
+            embeddings = normalize(embeddings)
+        manifest = self.store.chunks()
+        seq = 1 + max((int(c.name[6:12]) for c in manifest), default=0)
+        first = self.store.next_row()
+        stored = self.store.clustering()
+        clusters: list[int | None] = [None] * len(items)
+        if stored is not None and len(items):
+            from .index import nearest_centroids
+
+            clusters = nearest_centroids(embeddings, stored.centroids, 1)[:, 0].tolist()
+        placed = [
+            Item(it.key, first + i, it.size, it.mtime_ns, it.sha256, it.label, clusters[i])
+            for i, it in enumerate(items)
+        ]
+        chunk = None
+        if len(items):
+            (self.path / "embeddings").mkdir(exist_ok=True)
+            chunk = write_chunk(self.path / "embeddings", seq, first, embeddings)
+            crash_point("chunk-written")
+        with self.store.transaction() as db:
+            if chunk is not None:
+                MetaStore.put_chunk(db, chunk)
+            MetaStore.put_items(db, placed)
+            MetaStore.put_failures(db, failures)
+        crash_point("chunk-committed")
+        self.invalidate()
+
+    def remove_keys(self, keys: list[str]) -> None:
+        """Drop items (and recorded failures) by key, in one transaction."""
+        with self.store.transaction() as db:
+            MetaStore.delete_keys(db, keys)
+        self.invalidate()
+
+    def save_clustering(self, clustering: Clustering, elbow: ElbowCurve | None = None) -> None:
+        """Store the KMeans model and the cluster of every item, in one transaction."""
+        if len(clustering.assignments) != len(self):
+            raise ValueError("clustering does not match the collection's size")
+        stored = StoredClustering(
+            clustering.k, float(clustering.inertia), asdict(elbow) if elbow else None,
+            np.asarray(clustering.centroids, dtype=np.float32),
+        )  # fmt: skip
+        pairs = zip(self.rows.tolist(), np.asarray(clustering.assignments).tolist(), strict=True)
+        with self.store.transaction() as db:
+            MetaStore.put_clustering(db, stored, pairs)
+        self.invalidate()
+
+    def check_model(self, model: dict[str, Any]) -> None:
+        """Refuse a model other than the one that made the collection's embeddings."""
+        mine = self.model
+        for key in ("embedding_dim", "image_size", "channels", "name"):
+            if mine.get(key) != model.get(key):
+                raise UserError(
+                    f"{self.path} was made with model {mine.get('ref')} ({key}={mine.get(key)}), "
+                    f"not {model.get('ref')} ({key}={model.get(key)}). Use the same model or "
+                    "index into a new collection folder."
+                )
+        if mine.get("ref") != model.get("ref"):
+            raise UserError(
+                f"{self.path} was made with model {mine.get('ref')}, not {model.get('ref')}. "
+                "Use the same model or index into a new collection folder."
+            )
+        theirs = model.get("fingerprint") or model_fingerprint(model.get("ref", ""))
+        if mine.get("fingerprint") and theirs and mine["fingerprint"] != theirs:
+            raise UserError(
+                f"{self.path} was made with other weights of model {mine.get('ref')} (the "
+                "model was trained again since). Index into a new collection folder, or "
+                "rebuild this one with `imgret embed`."
+            )
+
+    # -- making and opening
+
+    @classmethod
+    def new(
+        cls, path: str | Path, *, model: dict[str, Any], source: str, dim: int,
+        metric: str = "cosine", settings: IndexSettings | None = None,
+    ) -> Collection:  # fmt: skip
+        """An empty collection at `path` (which must not hold one)."""
+        if metric not in ("cosine", "l2"):
+            raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model = dict(model)
+        if "fingerprint" not in model and model.get("ref"):
+            model["fingerprint"] = model_fingerprint(model["ref"])
+        info = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model": model,
+            "source": source,
+            "metric": metric,
+            "dim": int(dim),
+            "index": _index_doc(settings or IndexSettings()),
+        }
+        MetaStore(path / "meta.sqlite").close()
+        write_json(path / "collection.json", info)
+        return cls(path, info)
 
     @classmethod
     def create(
@@ -65,36 +423,34 @@ class Collection:
         embeddings: np.ndarray,
         failures: list[tuple[str, str]] | None = None,
         metric: str = "cosine",
+        settings: IndexSettings | None = None,
+        build_index: bool = True,
     ) -> Collection:
-        """Write a new collection (replacing any at `path`) from (n_images, dim) embeddings."""
-        if metric not in ("cosine", "l2"):
-            raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        """Write a new collection (replacing any at `path`) from (n_images, dim) embeddings.
+
+        Keys that are existing files get their size and mtime recorded, so a later
+        `imgret index` of their folder sees them as unchanged.
+        """
+        embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(keys) or len(keys) != len(labels):
             raise ValueError(
                 f"embeddings {embeddings.shape} must be (n_images, dim) with n_images == "
                 f"len(keys) == len(labels) ({len(keys)}, {len(labels)})"
             )
-        if metric == "cosine":
-            embeddings = normalize(embeddings)
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in ("clusters.json", "centroids.npy", "assignments.npy"):
-            (path / stale).unlink(missing_ok=True)
-        info = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "model": model,
-            "source": source,
-            "metric": metric,
-            "count": len(keys),
-            "dim": int(embeddings.shape[1]),
-            "skipped": [{"key": k, "reason": r} for k, r in (failures or [])],
-        }
-        write_npy(path / "embeddings.npy", embeddings)
-        write_json(path / "items.json", {"keys": keys, "labels": labels})
-        write_json(path / "collection.json", info)  # written last: its presence marks completion
-        return cls(path, info, list(keys), list(labels), embeddings)
+        _remove_collection_files(path)
+        coll = cls.new(
+            path, model=model, source=source, dim=embeddings.shape[1], metric=metric,
+            settings=settings,
+        )  # fmt: skip
+        for s in range(0, max(len(keys), 1), CHUNK_ROWS):
+            part = range(s, min(s + CHUNK_ROWS, len(keys)))
+            items = [Item(keys[i], -1, *_stat(keys[i]), None, labels[i]) for i in part]
+            fails = [(k, *_stat(k), r) for k, r in (failures or [])] if s == 0 else []
+            coll.append(embeddings[s : s + CHUNK_ROWS], items, fails)
+        if build_index and len(coll):
+            coll.refresh_index()
+        return coll
 
     @classmethod
     def load(cls, path: str | Path) -> Collection:
@@ -102,56 +458,85 @@ class Collection:
         if not (path / "collection.json").exists():
             raise UserError(
                 f"{path}: not an imgret collection (no collection.json). "
-                "Make one with `imgret embed MODEL FOLDER --out COLLECTION`."
+                "Make one with `imgret index FOLDER --out COLLECTION --model MODEL`."
             )
-        info = read_json(path / "collection.json")
-        if info.get("format") != FORMAT:
+        try:
+            info = read_json(path / "collection.json")
+        except ValueError as e:
+            raise UserError(f"{path}/collection.json is damaged ({e})") from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
             raise UserError(f"{path}: not an imgret collection")
-        if info.get("version", 0) > FORMAT_VERSION:
+        version = info.get("version", 0)
+        if version > FORMAT_VERSION:
             raise UserError(
-                f"{path}: made by a newer imgret (format {info['version']}); upgrade imgret"
+                f"{path}: made by a newer imgret (collection format {version}, this imgret "
+                f"reads up to {FORMAT_VERSION}); upgrade imgret"
             )
-        items = read_json(path / "items.json")
-        embeddings = np.load(path / "embeddings.npy")
-        coll = cls(path, info, items["keys"], items["labels"], embeddings)
-        if (path / "clusters.json").exists():
-            doc = read_json(path / "clusters.json")
-            coll.clustering = Clustering(
-                k=doc["k"],
-                centroids=np.load(path / "centroids.npy"),
-                assignments=np.load(path / "assignments.npy"),
-                inertia=doc["inertia"],
-            )
-            coll.elbow = ElbowCurve(**doc["elbow"]) if doc.get("elbow") else None
-        return coll
+        if version < 2:
+            return _upgrade_v1(path, info)
+        try:
+            return cls(path, info)
+        except ValueError as e:
+            raise UserError(f"{path}: {e}") from None
 
-    def save_clustering(self, clustering: Clustering, elbow: ElbowCurve | None = None) -> None:
-        if len(clustering.assignments) != len(self):
-            raise ValueError("clustering does not match the collection's size")
-        write_npy(self.path / "centroids.npy", clustering.centroids.astype(np.float32))
-        write_npy(self.path / "assignments.npy", clustering.assignments.astype(np.int64))
-        write_json(
-            self.path / "clusters.json",
-            {
-                "k": clustering.k,
-                "inertia": clustering.inertia,
-                "elbow": asdict(elbow) if elbow else None,
-            },
-        )
-        self.clustering, self.elbow = clustering, elbow
 
-    def check_model(self, model: dict[str, Any]) -> None:
-        """Refuse a model other than the one that made the collection's embeddings."""
-        mine = self.model
-        for key in ("embedding_dim", "image_size", "channels", "name"):
-            if mine.get(key) != model.get(key):
-                raise UserError(
-                    f"{self.path} was made with model {mine.get('ref')} ({key}={mine.get(key)}), "
-                    f"not {model.get('ref')} ({key}={model.get(key)}). Use the same model or "
-                    "rebuild the collection."
-                )
-        if mine.get("ref") != model.get("ref"):
-            raise UserError(
-                f"{self.path} was made with model {mine.get('ref')}, not {model.get('ref')}. "
-                "Use the same model or rebuild the collection."
-            )
+def _stat(key: str) -> tuple[int | None, int | None]:
+    if key.startswith("builtin://"):
+        return None, None
+    try:
+        st = os.stat(key)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def _remove_collection_files(path: Path) -> None:
+    """Delete a collection's files; collection.json first, so a half-deleted one is none."""
+    (path / "collection.json").unlink(missing_ok=True)
+    for name in ("meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm", "index.json", *_V1_FILES):
+        (path / name).unlink(missing_ok=True)
+    for p in path.glob("index-*"):
+        p.unlink()
+    shutil.rmtree(path / "embeddings", ignore_errors=True)
+
+
+def _upgrade_v1(path: Path, info: dict[str, Any]) -> Collection:
+    """Rewrite a format-1 collection (embeddings.npy + items.json) as format 2, in place.
+
+    collection.json is replaced last, so an interrupted upgrade leaves the format-1 collection.
+    """
+    items = read_json(path / "items.json")
+    emb = np.load(path / "embeddings.npy")
+    clustering = None
+    if (path / "clusters.json").exists():
+        doc = read_json(path / "clusters.json")
+        clustering = (doc, np.load(path / "centroids.npy"), np.load(path / "assignments.npy"))
+    for name in ("meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm", "index.json"):
+        (path / name).unlink(missing_ok=True)
+    shutil.rmtree(path / "embeddings", ignore_errors=True)
+    new_info = {
+        "format": FORMAT, "version": FORMAT_VERSION, "model": info["model"],
+        "source": info.get("source", ""), "metric": info.get("metric", "cosine"),
+        "dim": int(emb.shape[1]), "index": _index_doc(IndexSettings()),
+    }  # fmt: skip
+    MetaStore(path / "meta.sqlite").close()
+    coll = Collection(path, new_info)
+    keys, labels = items["keys"], items["labels"]
+    fails = [(f["key"], None, None, f["reason"]) for f in info.get("skipped", [])]
+    coll.append(
+        emb, [Item(k, -1, *_stat(k), None, lab) for k, lab in zip(keys, labels, strict=True)], fails
+    )
+    if clustering is not None:
+        doc, centroids, assignments = clustering
+        elbow = ElbowCurve(**doc["elbow"]) if doc.get("elbow") else None
+        coll.save_clustering(Clustering(doc["k"], centroids, assignments, doc["inertia"]), elbow)
+    write_json(path / "collection.json", new_info)
+    for name in _V1_FILES:
+        (path / name).unlink(missing_ok=True)
+    return coll
+
+
+def _index_doc(settings: IndexSettings) -> dict[str, Any]:
+    doc = asdict(settings)
+    doc.pop("threads")
+    return doc

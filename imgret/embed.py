@@ -18,7 +18,7 @@ from .sources import ImageSource
 
 __all__ = [
     "Embedder", "EmbedResult", "load_embedder", "embed_source", "embed_images", "embed_files",
-    "describe_embedder", "PRETRAINED_NAMES",
+    "describe_embedder", "parse_pretrained", "PRETRAINED_NAMES",
 ]  # fmt: skip
 
 PRETRAINED_NAMES = ("efficientnet-lite0",)
@@ -52,18 +52,38 @@ class EmbedResult:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) skipped
 
 
-def load_embedder(ref: str | Path, device: str = "cpu") -> Embedder:
-    """A model by reference: a model folder/file made by `imgret train`, or a pretrained name.
+def parse_pretrained(ref: str) -> tuple[str, int, str] | None:
+    """``NAME[@SIZE][:POOLING]`` -> (name, input size, pooling), or None for other references.
 
-    Pretrained names take an optional input size: ``efficientnet-lite0`` or
-    ``efficientnet-lite0@256``.
+    ``efficientnet-lite0`` = ``efficientnet-lite0@224:gem`` (GeM, p = 3); ``:avg`` averages.
+    """
+    rest, _, pooling = ref.partition(":")
+    name, _, size = rest.partition("@")
+    if name not in PRETRAINED_NAMES:
+        return None
+    try:
+        side = int(size) if size else 224
+    except ValueError:
+        raise UserError(
+            f"{ref}: the input size after @ must be a number, e.g. {name}@224"
+        ) from None
+    return name, side, pooling or "gem"
+
+
+def load_embedder(ref: str | Path, device: str = "cpu") -> Embedder:
+    """A model by reference: a model folder made by `imgret train` / `imgret finetune`, or a
+    pretrained name ``efficientnet-lite0[@SIZE][:POOLING]`` (default 224 px, GeM pooling).
     """
     ref_s = str(ref)
-    name, _, size = ref_s.partition("@")
-    if name in PRETRAINED_NAMES:
+    pretrained = parse_pretrained(ref_s)
+    if pretrained is not None:
         from .pretrained import load_pretrained
 
-        return load_pretrained(name, image_size=int(size) if size else 224).to(device)
+        name, size, pooling = pretrained
+        try:
+            return load_pretrained(name, image_size=size, pooling=pooling).to(device)
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"{ref_s}: {e}") from None
     head_doc = Path(ref_s) / "model.json"
     if head_doc.is_file() and '"projection-head"' in head_doc.read_text(encoding="utf-8"):
         from .finetune import load_finetuned
@@ -78,8 +98,11 @@ def load_embedder(ref: str | Path, device: str = "cpu") -> Embedder:
 def describe_embedder(ref: str | Path, embedder: Embedder) -> dict:
     """The facts a collection records to refuse a mismatched model later."""
     ref_s = str(ref)
-    if ref_s.partition("@")[0] not in PRETRAINED_NAMES:
+    pretrained = parse_pretrained(ref_s)
+    if pretrained is None:
         ref_s = str(Path(ref_s).resolve())
+    else:
+        ref_s = f"{pretrained[0]}@{pretrained[1]}:{pretrained[2]}"  # one spelling per model
     return {
         "ref": ref_s,
         "name": getattr(embedder, "name", type(embedder).__name__),

@@ -53,11 +53,10 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
-        )
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        last = nn.Linear(hidden, dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.normalize(x, dim=1)

@@ -29,9 +29,11 @@ def _conv_block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
 
 
 class ConvAutoencoder(nn.Module):
-    """Encoder: stride-2 conv stages -> flatten -> linear to `embedding_dim`.
+    """Encoder: stride-2 conv stages -> flatten (or average) -> linear to `embedding_dim`.
 
-    Decoder: linear -> the last feature map -> mirrored stages up to the image size.
+    Decoder: linear -> the last feature map -> mirrored stages up to the image size; absent
+    when `decoder` is "none" (models trained with the contrastive objective). Optional parts:
+    a projection head (contrastive training only) and a fitted PCA-whitening of the embedding.
     Input and reconstruction are (B, channels, image_size, image_size) in [0, 1].
     """
 
@@ -50,7 +52,23 @@ class ConvAutoencoder(nn.Module):
             c = w
         self.encoder = nn.Sequential(*enc)
         flat = self.last_width * self.side * self.side
-        self.to_embedding = nn.Linear(flat, config.embedding_dim)
+        pooled = flat if config.pool == "flatten" else self.last_width
+        self.to_embedding = nn.Linear(pooled, config.embedding_dim)
+        if config.projection_dim:
+            # Contrastive training compares head outputs; the embedding is taken before the head.
+            self.head = nn.Sequential(
+                nn.BatchNorm1d(config.embedding_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(config.embedding_dim, config.projection_dim),
+            )
+        if config.whiten_dim:
+            # PCA-whitening fitted after training: embedding = (z - mean) @ matrix.
+            self.register_buffer("whiten_mean", torch.zeros(config.embedding_dim))
+            self.register_buffer(
+                "whiten_matrix", torch.eye(config.embedding_dim)[:, : config.whiten_dim]
+            )
+        if config.decoder == "none":
+            return
         self.from_embedding = nn.Sequential(nn.Linear(config.embedding_dim, flat), nn.ReLU(True))
         dec: list[nn.Module] = []
         outs = list(reversed(widths))[1:] + [widths[0]]
@@ -77,11 +95,29 @@ class ConvAutoencoder(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        return self.config.embedding_dim
+        """Size of the embeddings `embed_batch` returns (after whitening, when fitted)."""
+        return self.config.whiten_dim or self.config.embedding_dim
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.config.decoder != "none"
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, S, S) -> (B, embedding_dim)."""
-        return self.to_embedding(self.encoder(x).flatten(1))
+        """(B, C, S, S) -> (B, config.embedding_dim), before any whitening."""
+        h = self.encoder(x)
+        h = h.flatten(1) if self.config.pool == "flatten" else h.mean(dim=(2, 3))
+        return self.to_embedding(h)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, config.embedding_dim) -> (B, projection_dim): the contrastive head."""
+        return self.head(z)
+
+    def whiten(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, config.embedding_dim) -> (B, embedding_dim); identity when not whitening."""
+        if not self.config.whiten_dim:
+            return z
+        mean, matrix = self.get_buffer("whiten_mean"), self.get_buffer("whiten_matrix")
+        return (z - mean) @ matrix
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, embedding_dim) -> (B, C, S, S) in [0, 1]."""
@@ -89,7 +125,9 @@ class ConvAutoencoder(nn.Module):
         return self.decoder(h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, S, S) -> (reconstruction (B, C, S, S), embedding (B, embedding_dim))."""
+        """(B, C, S, S) -> (reconstruction (B, C, S, S), embedding (B, config.embedding_dim))."""
+        if not self.has_decoder:
+            raise RuntimeError("this model has no decoder (decoder='none'); use encode()")
         z = self.encode(x)
         return self.decode(z), z
 
@@ -97,4 +135,4 @@ class ConvAutoencoder(nn.Module):
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) in [0, 1] -> (B, embedding_dim) float32, in eval mode."""
         self.eval()
-        return self.encode(x).float()
+        return self.whiten(self.encode(x)).float()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,9 @@ def suggest_model_config(source: ImageSource) -> ModelConfig:
     """Input size and channels that suit the source: its native size for small images."""
     if source.arrays is not None:
         side = max(source.arrays.shape[1:3])
-        return ModelConfig(image_size=max(16, -(-side // 4) * 4), channels=1 if source.is_grayscale else 3)
+        return ModelConfig(
+            image_size=max(16, -(-side // 4) * 4), channels=1 if source.is_grayscale else 3
+        )
     from PIL import Image
 
     sides, gray = [], 0
@@ -55,6 +58,17 @@ class TrainOutput:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+def open_training_source(spec: str | Path) -> ImageSource:
+    """A folder, a built-in source, or ``BENCHMARK:database`` (a benchmark's database images)."""
+    name, _, part = str(spec).partition(":")
+    if part == "database":
+        from .benchmarks import BENCHMARK_NAMES, load_benchmark
+
+        if name in BENCHMARK_NAMES:
+            return load_benchmark(name).database
+    return open_source(spec)
+
+
 def train(
     source_spec: str | Path,
     out: str | Path,
@@ -63,12 +77,17 @@ def train(
     train_config: TrainConfig | None = None,
     overrides: dict | None = None,
     device: str | None = None,
+    limit: int | None = None,
     progress: bool = True,
     log: Log = print,
 ) -> TrainOutput:
-    """Train an autoencoder on a folder or built-in source; write the model and its pictures.
+    """Train a model on a folder or built-in source without labels; write it and its pictures.
 
-    `overrides` sets ModelConfig fields on top of the suggestion for the source.
+    `overrides` sets ModelConfig fields on top of the suggestion for the source and the
+    defaults of the objective (imgret.config.objective_model_defaults); `limit` trains
+    on a sample of that many images (fixed by the training seed). The source
+    may also be ``fashion-mnist:database``, ``cifar10:database`` or ``caltech101:database``:
+    the database images of a benchmark protocol (imgret.benchmarks).
     """
     import time
 
@@ -78,11 +97,24 @@ def train(
     from .plots import plot_losses, plot_reconstructions
     from .train import decode_all, train_autoencoder
 
-    source = open_source(source_spec)
-    mc = model_config or replace(suggest_model_config(source), **(overrides or {}))
+    source = open_training_source(source_spec)
     tc = train_config or TrainConfig()
+    if limit is not None and limit < len(source):
+        if limit < 2:
+            raise UserError(f"--limit must be 2 or more, got {limit}")
+        pick = np.sort(np.random.default_rng(tc.seed).permutation(len(source))[:limit])
+        source = replace(source.subset(pick), name=f"{source.name} (sample of {limit})")
+    if model_config is None:
+        from .config import objective_model_defaults
+
+        base = replace(suggest_model_config(source), **(overrides or {}))
+        defaults = objective_model_defaults(tc.objective, base.channels, base.embedding_dim)
+        mc = replace(base, **{**defaults, **(overrides or {})})
+    else:
+        mc = model_config
     log(f"training on {len(source):,} images from {source.name}: {mc.image_size}px, "
-        f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding")  # fmt: skip
+        f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding, {tc.objective} "
+        "objective")  # fmt: skip
     t0 = time.perf_counter()
     result = train_autoencoder(source, mc, tc, out, device=device, progress=progress, log=log)
     seconds = time.perf_counter() - t0
@@ -90,16 +122,17 @@ def train(
     files = {"model": out / "model.safetensors", "config": out / "model.json"}
     files["history"] = out / "history.json"
     files["losses"] = plot_losses(result.history, out / "loss.png")
-    # Reconstructions of validation images (the model never trained on them).
-    _, val_idx = split_indices(len(source), tc.val_fraction, tc.seed)
-    sample = source.subset(val_idx[:8] if len(val_idx) else range(min(8, len(source))))
-    images, _, _ = decode_all(sample, mc.image_size, mc.channels, workers=0, progress=False)
-    x = images.float() / 255.0
-    with torch.inference_mode():
-        recon, _ = result.model.cpu().eval()(x)
-    files["reconstructions"] = plot_reconstructions(
-        x.numpy(), recon.numpy(), out / "reconstructions.png"
-    )
+    if result.model.has_decoder:
+        # Reconstructions of validation images (the model never trained on them).
+        _, val_idx = split_indices(len(source), tc.val_fraction, tc.seed)
+        sample = source.subset(val_idx[:8] if len(val_idx) else range(min(8, len(source))))
+        images, _, _ = decode_all(sample, mc.image_size, mc.channels, workers=0, progress=False)
+        x = images.float() / 255.0
+        with torch.inference_mode():
+            recon, _ = result.model.cpu().eval()(x)
+        files["reconstructions"] = plot_reconstructions(
+            x.numpy(), recon.numpy(), out / "reconstructions.png"
+        )
     return TrainOutput(
         out, result.best_epoch, result.best_val_loss, len(result.history), seconds, files,
         result.failures,
@@ -126,28 +159,22 @@ def embed(
     progress: bool = True,
     log: Log = print,
 ) -> EmbedOutput:
-    """Embed every image of a source into a new collection at `out`."""
-    import time
+    """Embed every image of a source into a new collection at `out` (replacing any there).
 
-    from .collection import Collection
-    from .embed import describe_embedder, embed_source, load_embedder
+    `imgret index` (imgret.indexing.index_folder) is the incremental, resumable version.
+    """
+    from .indexing import IndexJobConfig, index_folder
 
-    source = open_source(source_spec)
-    embedder = load_embedder(model_ref, device=device)
-    t0 = time.perf_counter()
-    result = embed_source(embedder, source, batch_size=batch_size, workers=workers, progress=progress)
-    seconds = time.perf_counter() - t0
-    if len(result.positions) == 0:
-        raise UserError(f"{source.name}: none of the {len(source)} images could be decoded")
-    kept = source.subset(result.positions)
-    Collection.create(
-        out, model=describe_embedder(model_ref, embedder), source=source.name,
-        keys=kept.keys, labels=kept.labels, embeddings=result.embeddings,
-        failures=result.failures,
+    config = IndexJobConfig(batch_size=batch_size, workers=workers, device=device)
+    report = index_folder(
+        source_spec, out, model=model_ref, config=config, replace_existing=True,
+        progress=progress, log=lambda _: None,
     )  # fmt: skip
-    for _, reason in result.failures[:10]:
+    if report.count == 0:
+        raise UserError(f"{source_spec}: none of the {len(report.failed)} images could be decoded")
+    for _, reason in report.failed[:10]:
         log(f"skipped: {reason}")
-    return EmbedOutput(Path(out), len(kept), result.embeddings.shape[1], seconds, result.failures)
+    return EmbedOutput(Path(out), report.count, report.dim, report.seconds, report.failed)
 
 
 @dataclass
@@ -168,7 +195,7 @@ def cluster(
     progress: bool = True,
 ) -> ClusterOutput:
     """KMeans on a collection: K from the elbow of the inertia curve unless given."""
-    from .cluster import elbow_curve, fit_kmeans
+    from .cluster import elbow_curve
     from .collection import Collection
     from .plots import plot_cluster_samples, plot_elbow
 
@@ -178,12 +205,14 @@ def cluster(
     files: dict[str, Path] = {}
     elbow = None
     if k is None:
-        elbow = elbow_curve(coll.embeddings, range(k_min, k_max + 1), seed=seed, progress=progress)
+        elbow = elbow_curve(
+            _cluster_sample(coll, seed), range(k_min, k_max + 1), seed=seed, progress=progress
+        )
         k = elbow.chosen_k
         files["elbow"] = plot_elbow(
             elbow.ks, elbow.inertias, elbow.silhouettes, k, coll.path / "elbow.png"
         )
-    clustering = fit_kmeans(coll.embeddings, k, seed=seed)
+    clustering = _fit_clusters(coll, k, seed)
     coll.save_clustering(clustering, elbow)
     files["clusters"] = plot_cluster_samples(
         coll.keys, clustering.assignments, coll.path / "clusters.png", seed=seed
@@ -192,23 +221,76 @@ def cluster(
     return ClusterOutput(clustering.k, sizes, elbow.chosen_k if elbow else None, files)
 
 
+KMEANS_SAMPLE = 100_000  # KMeans is fitted on at most this many embeddings, then all are assigned
+
+
+def _cluster_sample(coll: Any, seed: int) -> np.ndarray:
+    """The embeddings KMeans is fitted on: all, or a seeded sample of a large collection."""
+    if len(coll) <= KMEANS_SAMPLE:
+        return coll.embeddings
+    pick = np.sort(np.random.default_rng(seed).choice(len(coll), KMEANS_SAMPLE, replace=False))
+    return coll.fetch(coll.rows[pick])
+
+
+def _fit_clusters(coll: Any, k: int, seed: int) -> Any:
+    """KMeans on the collection (on a sample when large; every image then goes to its nearest)."""
+    from .cluster import Clustering, fit_kmeans
+    from .index import nearest_centroids
+
+    clustering = fit_kmeans(_cluster_sample(coll, seed), k, seed=seed)
+    if len(coll) <= KMEANS_SAMPLE:
+        return clustering
+    assign = np.concatenate([
+        nearest_centroids(emb, clustering.centroids, 1)[:, 0]
+        for _, emb in coll.reader.iter_rows(coll.rows)
+    ])  # fmt: skip
+    return Clustering(clustering.k, clustering.centroids, assign, clustering.inertia)
+
+
 def search(
     collection_dir: str | Path,
     queries: list[str | Path],
     *,
     k: int = 10,
-    mode: str = "exact",
+    mode: str = "index",
     model: str | Path | None = None,
     device: str = "cpu",
+    nprobe: int | None = None,
+    in_collection: bool = False,
+    log: Log = lambda msg: print(msg, file=sys.stderr),
 ) -> list:
-    """Rank a collection for each query image file -> list of QueryResult."""
+    """Rank a collection for each query -> list of QueryResult, in the order of the queries.
+
+    A query is an image file or a folder of them (each image a query, embedded and searched in
+    batches; unreadable ones are logged and skipped). With `in_collection`, queries are items
+    of the collection (key, path or id) and their stored embeddings are used.
+    """
     from .collection import Collection
-    from .search import search_files
+    from .search import _embedder_for, resolve_items, search_files, search_folder, search_items
 
     if not queries:
         raise UserError("give at least one query image")
     coll = Collection.load(collection_dir)
-    return search_files(coll, queries, k=k, mode=mode, model=model, device=device)
+    if in_collection:
+        ids = resolve_items(coll, [str(q) for q in queries])
+        return search_items(coll, ids, k=k, mode=mode, nprobe=nprobe)
+    embedder = _embedder_for(coll, model, device)
+    results: list = []
+    files: list[str | Path] = []
+    opts: dict[str, Any] = {"k": k, "mode": mode, "nprobe": nprobe, "embedder": embedder}
+    for q in [*queries, None]:
+        if q is not None and not Path(q).is_dir():
+            files.append(q)
+            continue
+        if files:
+            results += search_files(coll, files, **opts)
+            files = []
+        if q is not None:
+            found, skipped = search_folder(coll, q, **opts)
+            for _, reason in skipped:
+                log(f"skipped query: {reason}")
+            results += found
+    return results
 
 
 def write_search_outputs(results: list, out_dir: str | Path, mode: str) -> dict[str, Path]:
@@ -226,5 +308,3 @@ def write_search_outputs(results: list, out_dir: str | Path, mode: str) -> dict[
         )
         files[f"grid{i}"] = plot_results(r.query, hits, out_dir / f"query{i}.png", title)
     return files
-
-

@@ -1,4 +1,10 @@
-"""Training the autoencoder: Adam + MSE, validation every epoch, the best epoch kept."""
+"""Training without labels: Adam, validation every epoch, the best epoch kept.
+
+Objectives: "reconstruction" (MSE of the autoencoder), "denoising" (reconstruct the image from
+a masked copy) and "contrastive" (SimCLR: two augmented views of an image should be nearest
+neighbours among the batch; NT-Xent loss on a projection head; the embedding is taken before
+the head). A model may end with a PCA-whitening of its embedding, fitted on the training images.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +18,21 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from .progress import progress_bar
 
 from .atomic import atomic_path, read_json, write_json
+from .augment import AUGMENT_PRESETS, AugmentConfig, augment, corrupt
 from .checkpoint import load_model, save_model
 from .config import ModelConfig, TrainConfig
 from .errors import UserError
 from .loader import make_loader, split_indices
 from .model import ConvAutoencoder
+from .progress import progress_bar
 from .sources import ImageSource
 
-__all__ = ["TrainResult", "train_autoencoder", "decode_all", "pick_device"]
+__all__ = [
+    "TrainResult", "train_autoencoder", "decode_all", "pick_device", "fit_whitening", "nt_xent",
+    "augment_preset",
+]  # fmt: skip
 
 # Decoded training images are kept in memory below this size; larger sets are streamed.
 CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -63,7 +73,7 @@ def decode_all(
 def _batches(
     images: torch.Tensor, batch_size: int, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
-    """Float batches (B, C, S, S) in [0, 1] from a uint8 tensor, shuffled when a generator is given."""
+    """Float batches (B, C, S, S) in [0, 1] of a uint8 tensor, shuffled when given a generator."""
     n = len(images)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
@@ -77,34 +87,94 @@ def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x
 
 
+def augment_preset(cfg: TrainConfig, channels: int) -> AugmentConfig:
+    """The augmentation of the views of `cfg.augment` ("auto": by the number of channels)."""
+    name = cfg.augment
+    if name == "auto":
+        name = "crop" if channels == 1 else "crop-color"
+    if name not in AUGMENT_PRESETS:
+        raise UserError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENT_PRESETS)}")
+    return AUGMENT_PRESETS[name]
+
+
+def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent loss of two views (B, D) of the same B images -> scalar mean over 2B."""
+    z = nn.functional.normalize(torch.cat([p1, p2]), dim=1)
+    n = len(p1)
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))  # an image is not its own positive or negative
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
+    return nn.functional.cross_entropy(sim, target)
+
+
+def _batch_loss(
+    model: ConvAutoencoder,
+    x: torch.Tensor,
+    cfg: TrainConfig,
+    aug: AugmentConfig,
+    gen: torch.Generator,
+    device: str,
+    training: bool,
+) -> tuple[torch.Tensor, int]:
+    """(loss summed over the batch's units, number of units) for the objective of `cfg`.
+
+    Units are pixels for the reconstruction objectives and images for the contrastive one.
+    """
+    if cfg.objective == "contrastive":
+        v1, v2 = augment(x, aug, gen).to(device), augment(x, aug, gen).to(device)
+        loss = nt_xent(model.project(model.encode(v1)), model.project(model.encode(v2)),
+                       cfg.temperature)  # fmt: skip
+        return loss * len(x), len(x)
+    if cfg.flip and training:
+        x = _flip(x, gen)
+    target = x.to(device)
+    inputs = target
+    if cfg.objective == "denoising":
+        inputs = corrupt(x, cfg.mask_ratio, gen).to(device)
+    recon = model.decode(model.encode(inputs))
+    return nn.functional.mse_loss(recon, target, reduction="sum"), target.numel()
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, progress_share: float) -> None:
+    lr = cfg.lr
+    if cfg.schedule == "cosine":
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress_share, 1.0)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _run_epoch(
     model: ConvAutoencoder,
     batches: Iterator[torch.Tensor],
     n_batches: int,
     device: str,
     optimizer: torch.optim.Optimizer | None,
-    flip_gen: torch.Generator | None,
+    gen: torch.Generator,
+    cfg: TrainConfig,
+    step: tuple[int, int],
     desc: str,
     progress: bool,
 ) -> float:
-    """One pass; trains when `optimizer` is given. Returns the mean per-pixel MSE."""
+    """One pass; trains when `optimizer` is given. Returns the mean loss per unit.
+
+    `step` is (steps done before this epoch, total steps of the run), for the lr schedule.
+    """
     model.train(optimizer is not None)
-    loss_fn = nn.MSELoss(reduction="sum")
+    aug = augment_preset(cfg, model.channels)
     total, count = 0.0, 0
-    bar = progress_bar(batches, total=n_batches, desc=desc, unit="batch", enabled=progress, leave=False)
+    bar = progress_bar(
+        batches, total=n_batches, desc=desc, unit="batch", enabled=progress, leave=False
+    )
     with torch.set_grad_enabled(optimizer is not None):
-        for x in bar:
-            if flip_gen is not None:
-                x = _flip(x, flip_gen)
-            x = x.to(device)
-            recon, _ = model(x)
-            loss = loss_fn(recon, x)
+        for i, x in enumerate(bar):
+            loss, units = _batch_loss(model, x, cfg, aug, gen, device, optimizer is not None)
             if optimizer is not None:
+                _set_lr(optimizer, cfg, (step[0] + i) / max(step[1], 1))
                 optimizer.zero_grad(set_to_none=True)
-                (loss / x.numel()).backward()
+                (loss / units).backward()
                 optimizer.step()
             total += float(loss.detach())
-            count += x.numel()
+            count += units
             bar.set_postfix(loss=f"{total / count:.5f}")
     return total / max(count, 1)
 
@@ -167,7 +237,7 @@ def train_autoencoder(
             "decoded; train on a sample of the folder (a sub-folder) instead"
         )
     images, _, failures = decode_all(source, size, channels, workers=cfg.workers, progress=progress)
-    for key, reason in failures[:10]:
+    for _key, reason in failures[:10]:
         log(f"skipped: {reason}")
     if len(failures) > 10:
         log(f"... and {len(failures) - 10} more skipped images")
@@ -176,6 +246,10 @@ def train_autoencoder(
     if len(val_images) == 0:
         val_images = train_images  # tiny sets: validate on the training images
 
+    if cfg.objective == "contrastive" and not model_config.projection_dim:
+        raise UserError("the contrastive objective needs a projection head: set projection_dim")
+    if cfg.objective != "contrastive" and model_config.decoder == "none":
+        raise UserError(f"the {cfg.objective} objective needs a decoder (decoder != 'none')")
     model = ConvAutoencoder(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     settings = {"model": asdict(model_config), "train": asdict(cfg), "source": source.name}
@@ -204,14 +278,17 @@ def train_autoencoder(
             break
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        flip_gen = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch) if cfg.flip else None
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch)
         train_loss = _run_epoch(
             model, _batches(train_images, cfg.batch_size, gen), n_train_batches, device,
-            optimizer, flip_gen, f"epoch {epoch}/{cfg.epochs} train", progress,
+            optimizer, aug_gen, cfg, ((epoch - 1) * n_train_batches, cfg.epochs * n_train_batches),
+            f"epoch {epoch}/{cfg.epochs} train", progress,
         )  # fmt: skip
+        # The same validation views every epoch, so that validation losses compare.
+        val_gen = torch.Generator().manual_seed(cfg.seed * 100_043)
         val_loss = _run_epoch(
             model, _batches(val_images, cfg.batch_size, None), n_val_batches, device,
-            None, None, f"epoch {epoch}/{cfg.epochs} val", progress,
+            None, val_gen, cfg, (0, 0), f"epoch {epoch}/{cfg.epochs} val", progress,
         )  # fmt: skip
         seconds = time.perf_counter() - t0
         history.append(
@@ -235,7 +312,39 @@ def train_autoencoder(
     if best_epoch == 0:
         raise UserError("training ran no epoch: set --epochs to 1 or more")
     info = read_json(out / "last.json")
+    best, doc = load_model(out, device=device)
+    if model_config.whiten_dim and not info.get("finished"):
+        mean, matrix = fit_whitening(_encode_all(best, images, device), model_config.whiten_dim)
+        best.get_buffer("whiten_mean").copy_(torch.from_numpy(mean))
+        best.get_buffer("whiten_matrix").copy_(torch.from_numpy(matrix))
+        save_model(best, out, {k: v for k, v in doc.items() if k not in _MODEL_DOC_KEYS})
     info["finished"] = True
     write_json(out / "last.json", info)
-    best, _ = load_model(out, device=device)
-    return TrainResult(best, out, history, best_epoch, best_val, failures)
+    return TrainResult(best.eval(), out, history, best_epoch, best_val, failures)
+
+
+_MODEL_DOC_KEYS = ("format", "version", "arch", "model")
+
+
+@torch.inference_mode()
+def _encode_all(model: ConvAutoencoder, images: torch.Tensor, device: str) -> np.ndarray:
+    """(n, C, S, S) uint8 -> (n, config.embedding_dim) float64 embeddings before whitening."""
+    model.eval()
+    out = [model.encode(x.to(device)).double().cpu().numpy() for x in _batches(images, 512, None)]
+    return np.concatenate(out)
+
+
+def fit_whitening(z: np.ndarray, dim: int, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """PCA-whitening of (n, d) embeddings to `dim` dims -> (mean (d,), matrix (d, dim)) float32.
+
+    (z - mean) @ matrix has identity covariance on the fitted embeddings; `eps` (relative to the
+    largest eigenvalue) keeps near-empty directions from blowing up.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    mean = z.mean(axis=0)
+    cov = np.cov(z - mean, rowvar=False, bias=True)
+    eigvals, eigvecs = np.linalg.eigh(cov)  # ascending
+    top = np.argsort(eigvals)[::-1][:dim]
+    vals = np.maximum(eigvals[top], 0) + eps * max(float(eigvals.max()), 1e-12)
+    matrix = eigvecs[:, top] / np.sqrt(vals)[None, :]
+    return mean.astype(np.float32), matrix.astype(np.float32)

@@ -33,11 +33,38 @@ def test_train_embed_cluster_search(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model, coll, grid = tmp_path / "model", tmp_path / "coll", tmp_path / "grid"
-    assert run("train", image_folder, "--out", model, "--epochs", "4", "--image-size", "16",
-               "--embedding-dim", "32", "--width", "8", "--batch-size", "8", "--workers", "0") == 0
+    assert (
+        run(
+            "train",
+            image_folder,
+            "--out",
+            model,
+            "--objective",
+            "reconstruction",
+            "--epochs",
+            "4",
+            "--image-size",
+            "16",
+            "--embedding-dim",
+            "32",
+            "--width",
+            "8",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "skipped 3 unreadable file(s)" in out
-    for name in ("model.safetensors", "model.json", "history.json", "loss.png", "reconstructions.png"):
+    for name in (
+        "model.safetensors",
+        "model.json",
+        "history.json",
+        "loss.png",
+        "reconstructions.png",
+    ):
         assert (model / name).exists()
     assert run("embed", model, image_folder, "--out", coll, "--workers", "0") == 0
     assert "embedded 24 images" in capsys.readouterr().out
@@ -74,6 +101,12 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "skipped 2 broken: broken.jpg, truncated.png" in out
     assert "cluster query query_2_" in out and "exact   query query_9_" in out
-    for name in ("model/loss.png", "model/reconstructions.png", "collection/elbow.png",
-                 "collection/clusters.png", "search-exact/query0.png", "search-cluster/results.json"):
+    for name in (
+        "model/loss.png",
+        "model/reconstructions.png",
+        "collection/elbow.png",
+        "collection/clusters.png",
+        "search-exact/query0.png",
+        "search-cluster/results.json",
+    ):
         assert (tmp_path / "demo" / name).exists(), name

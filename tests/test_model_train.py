@@ -107,3 +107,107 @@ def test_model_file_is_safetensors_and_json(tmp_path: Path) -> None:
 def test_loading_a_non_model_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not an imgret model"):
         load_model(tmp_path)
+
+
+# ---------------------------------------------------------------- label-free objectives
+
+CONTRASTIVE = ModelConfig(
+    image_size=16, channels=3, embedding_dim=32, width=8, decoder="none", pool="avg",
+    projection_dim=16,
+)  # fmt: skip
+
+
+def test_nt_xent_by_hand() -> None:
+    from imgret.train import nt_xent
+
+    # Two images, both views equal and orthogonal: each row sees its positive at cosine 1 and
+    # the two others at 0, so the loss is -log(e / (e + 2)) with temperature 1.
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert float(nt_xent(p, p.clone(), 1.0)) == pytest.approx(float(np.log(1 + 2 / np.e)))
+
+
+def test_augment_is_seeded_and_keeps_range() -> None:
+    from imgret.augment import AUGMENT_PRESETS, augment, corrupt
+
+    x = torch.rand(6, 3, 16, 16)
+    a = augment(x, AUGMENT_PRESETS["crop-color"], torch.Generator().manual_seed(3))
+    b = augment(x, AUGMENT_PRESETS["crop-color"], torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b) and 0 <= float(a.min()) <= float(a.max()) <= 1
+    flipped = augment(x, AUGMENT_PRESETS["flip"], torch.Generator().manual_seed(0))
+    pairs = zip(flipped, x, strict=True)
+    assert all(torch.equal(f, o) or torch.equal(f, o.flip(-1)) for f, o in pairs)
+    masked = corrupt(torch.ones(1, 1, 8, 8), 0.5, torch.Generator().manual_seed(0))
+    assert set(masked.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "denoising"])
+def test_label_free_objectives_train_and_reload(
+    objective: str, image_folder: Path, tmp_path: Path
+) -> None:
+    from imgret.embed import load_embedder
+
+    src = open_source(image_folder)
+    mc = CONTRASTIVE if objective == "contrastive" else TINY
+    tc = TrainConfig(**{**FAST.__dict__, "epochs": 2, "objective": objective,
+                        "schedule": "cosine"})  # fmt: skip
+    a = train_autoencoder(src, mc, tc, tmp_path / "a", progress=False, log=lambda s: None)
+    b = train_autoencoder(src, mc, tc, tmp_path / "b", progress=False, log=lambda s: None)
+    assert all(np.isfinite(h["train_loss"]) for h in a.history)
+    x = torch.rand(3, 3, 16, 16)
+    assert torch.equal(a.model.embed_batch(x), b.model.embed_batch(x))  # same seed, same model
+    loaded = load_embedder(tmp_path / "a")
+    assert torch.allclose(loaded.embed_batch(x), a.model.embed_batch(x), atol=1e-6)
+    doc = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert doc["train"]["objective"] == objective
+    if objective == "contrastive":
+        assert not a.model.has_decoder and "decoder" not in doc["model"].values()
+
+
+def test_whitening_is_stored_with_the_model(image_folder: Path, tmp_path: Path) -> None:
+    from imgret.embed import load_embedder
+    from imgret.train import decode_all
+
+    src = open_source(image_folder)
+    mc = ModelConfig(**{**CONTRASTIVE.__dict__, "whiten_dim": 8})
+    tc = TrainConfig(**{**FAST.__dict__, "epochs": 1, "objective": "contrastive"})
+    res = train_autoencoder(src, mc, tc, tmp_path / "w", progress=False, log=lambda s: None)
+    images, _, _ = decode_all(src, 16, 3, workers=0, progress=False)
+    z = load_embedder(tmp_path / "w").embed_batch(images.float() / 255).numpy()
+    assert z.shape == (24, 8) and res.model.embedding_dim == 8
+    # Whitened on the same images: zero mean, uncorrelated, unit variance (a little less in
+    # near-empty directions, which the regularisation of fit_whitening keeps from blowing up).
+    cov = np.cov(z, rowvar=False, bias=True)
+    assert np.allclose(z.mean(0), 0, atol=1e-3)
+    assert np.allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-3)
+    assert np.all((np.diag(cov) > 0.8) & (np.diag(cov) < 1.001))
+
+
+def test_objective_and_model_must_match(image_folder: Path, tmp_path: Path) -> None:
+    src = open_source(image_folder)
+    with pytest.raises(UserError, match="projection head"):
+        train_autoencoder(src, TINY, TrainConfig(objective="contrastive"), tmp_path / "x",
+                          progress=False, log=lambda s: None)  # fmt: skip
+    with pytest.raises(UserError, match="needs a decoder"):
+        train_autoencoder(src, CONTRASTIVE, FAST, tmp_path / "y", progress=False,
+                          log=lambda s: None)  # fmt: skip
+    with pytest.raises(ValueError, match="objective"):
+        TrainConfig(objective="magic")
+
+
+def test_cli_trains_a_contrastive_whitened_model_on_a_sample(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    from imgret.cli import main
+    from imgret.evaluate import evaluate
+
+    out = tmp_path / "m"
+    args = ["train", str(image_folder), "--out", str(out), "--objective", "contrastive",
+            "--epochs", "1", "--image-size", "16", "--embedding-dim", "32", "--width", "8",
+            "--batch-size", "8", "--workers", "0", "--limit", "12", "--whiten", "4"]  # fmt: skip
+    assert main(args) == 0
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["train"]["objective"] == "contrastive" and doc["model"]["whiten_dim"] == 4
+    assert doc["source"].endswith("(sample of 12)")
+    assert not (out / "reconstructions.png").exists()
+    ev = evaluate(out, image_folder, progress=False, log=lambda s: None)
+    assert ev.n_queries == 24 and 0 <= ev.overall["mAP@all"] <= 1
