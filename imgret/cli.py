@@ -9,8 +9,12 @@ import argparse
 import importlib
 import json
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["main", "build_parser"]
+if TYPE_CHECKING:
+    from .rerank import RerankConfig
+
+__all__ = ["main", "build_parser", "add_rerank_options", "rerank_config"]
 
 # Modules that add further commands: each has `add_commands(sub)` and imports nothing heavy
 # at module level (so that `imgret --help` stays instant).
@@ -19,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "imgret.cli_web",
     "imgret.cli_evaluate",
     "imgret.cli_collection",
+    "imgret.cli_whiten",
 )
 
 
@@ -221,6 +226,36 @@ def _cmd_cluster(a: argparse.Namespace) -> int:
     return 0
 
 
+def add_rerank_options(p: argparse.ArgumentParser) -> None:
+    """--rerank and its settings (label-free re-ranking, imgret.rerank)."""
+    g = p.add_argument_group("re-ranking (label-free: DBA + alpha query expansion)")
+    g.add_argument(
+        "--rerank",
+        action="store_true",
+        help="re-rank: each database image becomes the weighted mean of its --dba nearest "
+        "neighbours, each query the weighted mean of itself and its --qe nearest (augmented) "
+        "images (default: off; any of the options below switches it on)",
+    )
+    g.add_argument("--dba", type=int, metavar="N", help="neighbours per database image (10)")
+    g.add_argument("--qe", type=int, metavar="N", help="neighbours per query (10)")
+    g.add_argument("--alpha", type=float, metavar="A", help="weight = similarity ** A (3)")
+
+
+def rerank_config(a: argparse.Namespace) -> RerankConfig | None:
+    """The RerankConfig that `add_rerank_options` asked for, or None when it is off."""
+    given = {"dba_neighbors": a.dba, "qe_neighbors": a.qe, "alpha": a.alpha}
+    if not a.rerank and all(v is None for v in given.values()):
+        return None
+    from .errors import UserError
+    from .rerank import RerankConfig
+
+    if (a.dba is not None and a.dba < 0) or (a.qe is not None and a.qe < 0):
+        raise UserError("--dba and --qe must be 0 or more")
+    if a.alpha is not None and a.alpha < 0:
+        raise UserError("--alpha must be 0 or more")
+    return RerankConfig(**{name: v for name, v in given.items() if v is not None})
+
+
 def _add_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
@@ -228,7 +263,8 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         description="Rank the collection for each query image by cosine similarity: with the "
         "collection's FAISS index (--mode index), over the whole collection (--mode exact) or "
         "only inside the query's cluster (--mode cluster). A folder query searches with every "
-        "image in it, in batches.",
+        "image in it, in batches. --rerank re-ranks the top candidates of each query (at least "
+        "100) without labels (index and exact modes).",
     )
     p.add_argument("collection", help="collection folder")
     p.add_argument(
@@ -263,6 +299,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         help="also write results.json and a PNG grid per query into FOLDER",
     )
     p.add_argument("--model", help="model to embed the queries (default: the collection's)")
+    add_rerank_options(p)
     p.set_defaults(func=_cmd_search)
 
 
@@ -277,6 +314,7 @@ def _cmd_search(a: argparse.Namespace) -> int:
         model=a.model,
         nprobe=a.nprobe,
         in_collection=a.in_collection,
+        rerank=rerank_config(a),
     )
     if a.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .cli import add_rerank_options, rerank_config
+
 __all__ = ["add_commands"]
 
 
@@ -19,7 +21,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "the database for each query by cosine similarity and report mAP@k, mAP@all, P@k and "
         "R@k, overall and per class. MODEL is a folder made by `imgret train`, "
         "efficientnet-lite0, or a baseline: `pixels` (raw pixels) or `pca-N` (raw pixels on "
-        "their first N principal components, fitted on the database).",
+        "their first N principal components, fitted on the database). --rerank re-ranks "
+        "without labels first: database-side augmentation of the whole database, then alpha "
+        "query expansion of each query (in cluster mode, KMeans runs on the augmented "
+        "database).",
     )
     p.add_argument("model", help="model folder, efficientnet-lite0, pixels, or pca-N (e.g. pca-64)")
     p.add_argument("benchmark", help="fashion-mnist, cifar10, caltech101, or a labelled folder")
@@ -44,6 +49,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="KMeans seed (default: 0)")
+    add_rerank_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -53,12 +59,17 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     ev = evaluate(
         a.model, a.benchmark, mode=a.mode, clusters=a.clusters,
         queries_per_class=a.queries_per_class, batch_size=a.batch_size, workers=a.workers,
-        device=a.device, seed=a.seed, progress=not a.json, log=lambda s: print(s, file=sys.stderr),
+        device=a.device, seed=a.seed, rerank=rerank_config(a), progress=not a.json,
+        log=lambda s: print(s, file=sys.stderr),
     )  # fmt: skip
     if a.json:
         print(json.dumps(ev.to_dict(), indent=2))
     else:
         where = f", K = {ev.settings['clusters']}" if "clusters" in ev.settings else ""
+        if "rerank" in ev.settings:
+            r = ev.settings["rerank"]
+            where += (f", re-ranked (DBA {r['dba_neighbors']}, alpha-QE {r['qe_neighbors']}, "
+                      f"alpha {r['alpha']:g})")  # fmt: skip
         print(f"{ev.benchmark}: {ev.n_queries:,} queries, {ev.n_database:,} database images; "
               f"model {ev.model}, {ev.mode} search{where}")  # fmt: skip
         print(format_table(ev, per_class=not a.no_per_class))

@@ -22,6 +22,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("folder", help="folder of images (labels = sub-folder names unless --labels)")
     p.add_argument("--labels", metavar="CSV", help="CSV of path,label rows")
+    p.add_argument(
+        "--pseudo-labels", type=int, metavar="K",
+        help="no labels: use KMeans clusters (K of them, e.g. 100) of every image of FOLDER as "
+        "labels, a label-free adaptation of the model to the collection",
+    )  # fmt: skip
     p.add_argument("--out", "-o", default="model-finetuned", help="output folder")
     p.add_argument("--margin", type=float, default=0.2, help="triplet margin (default: 0.2)")
     p.add_argument(
@@ -30,7 +35,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="batch-hard",
         help="how triplets are picked in a batch (default: batch-hard)",
     )
-    p.add_argument("--steps", type=int, default=300, help="optimisation steps (default: 300)")
+    p.add_argument("--steps", type=int, default=600, help="optimisation steps (default: 600)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 0.0001)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_finetune)
 
@@ -38,11 +44,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _cmd_finetune(a: argparse.Namespace) -> int:
     from .finetune import FinetuneConfig, finetune
 
-    cfg = FinetuneConfig(margin=a.margin, mining=a.mining, steps=a.steps, seed=a.seed)
-    out = finetune(a.model, a.folder, a.out, labels_csv=a.labels, config=cfg)
+    cfg = FinetuneConfig(margin=a.margin, mining=a.mining, steps=a.steps, lr=a.lr, seed=a.seed)
+    out = finetune(
+        a.model, a.folder, a.out, labels_csv=a.labels, pseudo_clusters=a.pseudo_labels, config=cfg
+    )
     sizes = sorted(out.classes.values())
+    what = "pseudo-labelled" if a.pseudo_labels else "labelled"
     print(
-        f"fine-tuned on {out.n_labelled} labelled images in {len(out.classes)} classes "
+        f"fine-tuned on {out.n_labelled} {what} images in {len(out.classes)} classes "
         f"({sizes[0]}-{sizes[-1]} per class); final loss {sum(out.losses[-20:]) / 20:.4f}"
     )
     if out.skipped:

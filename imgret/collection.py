@@ -64,7 +64,7 @@ def model_fingerprint(ref: str | Path) -> str | None:
     """
     path = Path(str(ref))
     files = [path] if path.suffix == ".safetensors" else [
-        path / "model.safetensors", path / "head.safetensors"
+        path / "model.safetensors", path / "head.safetensors", path / "whitening.safetensors"
     ]  # fmt: skip
     h = hashlib.sha256()
     found = False

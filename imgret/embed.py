@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -71,7 +72,7 @@ def parse_pretrained(ref: str) -> tuple[str, int, str] | None:
 
 
 def load_embedder(ref: str | Path, device: str = "cpu") -> Embedder:
-    """A model by reference: a model folder made by `imgret train` / `imgret finetune`, or a
+    """A model by reference: a model folder made by `imgret train` / `finetune` / `whiten`, or a
     pretrained name ``efficientnet-lite0[@SIZE][:POOLING]`` (default 224 px, GeM pooling).
     """
     ref_s = str(ref)
@@ -84,15 +85,28 @@ def load_embedder(ref: str | Path, device: str = "cpu") -> Embedder:
             return load_pretrained(name, image_size=size, pooling=pooling).to(device)
         except (ValueError, RuntimeError) as e:
             raise UserError(f"{ref_s}: {e}") from None
-    head_doc = Path(ref_s) / "model.json"
-    if head_doc.is_file() and '"projection-head"' in head_doc.read_text(encoding="utf-8"):
+    doc = _model_doc(Path(ref_s) / "model.json")
+    if doc.get("arch") == "projection-head":
         from .finetune import load_finetuned
 
         return load_finetuned(ref_s, device=device)
+    if doc.get("kind") == "whitened":
+        from .whiten import load_whitened
+
+        return load_whitened(ref_s, device=device)
     from .checkpoint import load_model
 
     model, _ = load_model(ref_s, device=device)
     return model
+
+
+def _model_doc(path: Path) -> dict:
+    """A model folder's model.json, or {} (a missing or broken one is reported by load_model)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def describe_embedder(ref: str | Path, embedder: Embedder) -> dict:

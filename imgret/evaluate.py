@@ -9,6 +9,12 @@ precision-recall curve.
 Besides trained models, two baselines are evaluated the same way: ``pixels`` (the resized
 image as a vector) and ``pca-N`` (the pixels projected on their first N principal components,
 fitted on the database images only).
+
+With a `RerankConfig` (imgret.rerank), the embeddings are re-ranked without labels before
+scoring: database-side augmentation (DBA) of the whole database, exact, then alpha query
+expansion (alpha-QE) of every query against the augmented database; a query's own database
+entry (`exclude`) is never one of its expansion neighbours. In cluster mode KMeans is then
+fitted on the augmented database, so the same re-ranking applies inside the clusters.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,9 +38,13 @@ from .metrics import (
     recall_at_k,
 )
 
+if TYPE_CHECKING:
+    from .rerank import KnnFn, RerankConfig
+
 __all__ = [
     "Evaluation", "EmbeddedSplit", "rank", "evaluate_embeddings", "evaluate", "open_benchmark",
     "embed_split", "fit_pca", "PixelEmbedder", "write_evaluation", "format_table", "MODES",
+    "rerank_split",
 ]  # fmt: skip
 
 MODES = ("exact", "cluster")
@@ -175,6 +185,44 @@ def evaluate_embeddings(
     return overall, per_class, curve
 
 
+def rerank_split(
+    queries: np.ndarray,
+    database: np.ndarray,
+    config: RerankConfig,
+    *,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """DBA of the database, then alpha-QE of the queries against it -> (queries, database).
+
+    queries (n_queries, dim) and database (n_database, dim): any float rows; both come back
+    unit-norm float32, same shapes. `exclude` (n_queries,) gives each query's own database
+    row (-1 = none): it is never one of that query's expansion neighbours, as in `rank`.
+    """
+    from .rerank import database_augmentation, exact_knn, query_expansion
+
+    db = database_augmentation(normalize(database), config.dba_neighbors, config.alpha)
+    knn = exact_knn(db)
+    if exclude is not None:
+        knn = _knn_excluding(knn, np.asarray(exclude, dtype=np.int64))
+    q = query_expansion(queries, db, config.qe_neighbors, config.alpha, knn=knn)
+    return q, db
+
+
+def _knn_excluding(knn: KnnFn, exclude: np.ndarray) -> KnnFn:
+    """`knn` for exactly the queries `exclude` is about, never returning their own rows."""
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(queries) != len(exclude):
+            raise ValueError(f"{len(queries)} queries but {len(exclude)} exclusions")
+        sims, ids = knn(queries, k + 1)
+        own = ids == exclude[:, None]
+        order = np.argsort(own, axis=1, kind="stable")[:, :k]  # own row last, then cut
+        sims = np.where(own, -np.inf, sims)  # weight 0 if it survives the cut (k >= n)
+        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+    return search
+
+
 class PixelEmbedder:
     """The raw-pixels baseline: an image resized to `image_size` is its own embedding."""
 
@@ -295,6 +343,7 @@ def evaluate(
     workers: int = 2,
     device: str = "cpu",
     seed: int = 0,
+    rerank: RerankConfig | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Evaluation:
@@ -302,7 +351,9 @@ def evaluate(
 
     `model`: a model folder (`imgret train`), a pretrained name, ``pixels`` or ``pca-N``.
     `mode` "cluster" fits KMeans on the database embeddings (K = `clusters`, or the elbow of
-    K = 2..20) and searches only inside each query's cluster.
+    K = 2..20) and searches only inside each query's cluster. `rerank` re-ranks the
+    embeddings first (`rerank_split`; in cluster mode, KMeans then runs on the augmented
+    database).
     """
     from .cluster import elbow_curve, fit_kmeans
 
@@ -313,8 +364,13 @@ def evaluate(
     split = embed_split(
         model_s, bench, batch_size=batch_size, workers=workers, device=device, progress=progress
     )
-    db_emb, timings = split.database, split.timings
+    q_emb, db_emb, timings = split.queries, split.database, split.timings
     settings: dict[str, Any] = {"protocol_metrics": list(bench.metrics)}
+    if rerank is not None:
+        t0 = time.perf_counter()
+        q_emb, db_emb = rerank_split(q_emb, db_emb, rerank, exclude=split.exclude)
+        settings["rerank"] = asdict(rerank)
+        timings["rerank_s"] = time.perf_counter() - t0
     assignments = centroids = None
     if mode == "cluster":
         t0 = time.perf_counter()
@@ -328,14 +384,14 @@ def evaluate(
     map_k = bench.k_map or 100
     t0 = time.perf_counter()
     overall, per_class, curve = evaluate_embeddings(
-        split.queries, split.query_labels, db_emb, split.database_labels, map_ks=(map_k,),
+        q_emb, split.query_labels, db_emb, split.database_labels, map_ks=(map_k,),
         ks=(10, 100, map_k), exclude=split.exclude, assignments=assignments, centroids=centroids,
     )  # fmt: skip
     timings["score_s"] = time.perf_counter() - t0
     if split.skipped:
         log(f"skipped {len(split.skipped)} image(s) that could not be decoded")
     return Evaluation(
-        benchmark=bench.name, model=model_s, mode=mode, n_queries=len(split.queries),
+        benchmark=bench.name, model=model_s, mode=mode, n_queries=len(q_emb),
         n_database=len(db_emb), metrics=list(overall), overall=overall, per_class=per_class,
         curve=curve, settings=settings, timings=timings, skipped=split.skipped,
     )  # fmt: skip

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from .atomic import write_json
 from .config import ModelConfig, TrainConfig
 from .errors import UserError
 from .sources import ImageSource, open_source
+
+if TYPE_CHECKING:
+    from .rerank import RerankConfig
 
 __all__ = [
     "TrainOutput", "EmbedOutput", "ClusterOutput", "suggest_model_config",
@@ -257,13 +260,16 @@ def search(
     device: str = "cpu",
     nprobe: int | None = None,
     in_collection: bool = False,
+    rerank: RerankConfig | None = None,
     log: Log = lambda msg: print(msg, file=sys.stderr),
 ) -> list:
     """Rank a collection for each query -> list of QueryResult, in the order of the queries.
 
     A query is an image file or a folder of them (each image a query, embedded and searched in
     batches; unreadable ones are logged and skipped). With `in_collection`, queries are items
-    of the collection (key, path or id) and their stored embeddings are used.
+    of the collection (key, path or id) and their stored embeddings are used; each is left out
+    of its own results. `rerank` (imgret.rerank.RerankConfig) re-ranks each query's top
+    candidates without labels (DBA + alpha-QE; modes index and exact).
     """
     from .collection import Collection
     from .search import _embedder_for, resolve_items, search_files, search_folder, search_items
@@ -273,11 +279,13 @@ def search(
     coll = Collection.load(collection_dir)
     if in_collection:
         ids = resolve_items(coll, [str(q) for q in queries])
-        return search_items(coll, ids, k=k, mode=mode, nprobe=nprobe)
+        return search_items(coll, ids, k=k, mode=mode, nprobe=nprobe, rerank=rerank)
     embedder = _embedder_for(coll, model, device)
     results: list = []
     files: list[str | Path] = []
-    opts: dict[str, Any] = {"k": k, "mode": mode, "nprobe": nprobe, "embedder": embedder}
+    opts: dict[str, Any] = {
+        "k": k, "mode": mode, "nprobe": nprobe, "rerank": rerank, "embedder": embedder,
+    }  # fmt: skip
     for q in [*queries, None]:
         if q is not None and not Path(q).is_dir():
             files.append(q)

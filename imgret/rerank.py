@@ -10,6 +10,12 @@ in the collection, which pulls images of the same kind together:
 
 Weights are max(similarity, 0) ** alpha. All embeddings are unit-norm rows, cosine similarity.
 (Radenovic, Tolias and Chum, "Fine-tuning CNN image retrieval with no human annotation", 2018.)
+
+Offline, over a whole set of embeddings: `database_augmentation` and `query_expansion`.
+At query time, on a collection of any size: `rerank_candidates` gives each query's top
+max(k, RERANK_CANDIDATES) candidates their DBA embedding from their own nearest neighbours
+(found by the caller's `knn`), expands the query (alpha-QE) over them and re-scores them.
+imgret.search calls it with its index or exact search; this module imports only numpy.
 """
 
 from __future__ import annotations
@@ -19,10 +25,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RerankConfig", "exact_knn", "database_augmentation", "query_expansion"]
+__all__ = [
+    "RerankConfig", "exact_knn", "top_k", "database_augmentation", "query_expansion",
+    "rerank_candidates", "RERANK_CANDIDATES",
+]  # fmt: skip
 
-# (queries (m, dim), k) -> (similarities (m, k), ids (m, k)), best first
+RERANK_CANDIDATES = 100  # candidates per query that re-ranking re-scores (at least k)
+RERANK_BLOCK = 256  # queries re-ranked at once: bounds the candidate embeddings in memory
+
+# (queries (m, dim), k) -> (similarities (m, k), ids (m, k)), best first, id -1 = none
 KnnFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# (positions (u,)) -> their (u, dim) float32 embeddings
+Lookup = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -58,12 +72,53 @@ def exact_knn(database: np.ndarray, chunk: int = 2048) -> KnnFn:
     return knn
 
 
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best `k` of each row of (n_queries, n) scores -> (scores, ids), each (n_queries, k).
+
+    Rows with fewer than k candidates (-inf scores) are padded with id -1 and score -inf.
+    """
+    n = scores.shape[1]
+    kk = min(k, n)
+    if kk == 0:
+        return (
+            np.full((len(scores), k), -np.inf, np.float32),
+            np.full((len(scores), k), -1, np.int64),
+        )
+    if kk < n:
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.tile(np.arange(n), (len(scores), 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    ids = np.take_along_axis(part, order, axis=1)
+    best = np.take_along_axis(part_scores, order, axis=1)
+    ids = np.where(np.isfinite(best), ids, -1)
+    if kk < k:
+        pad = k - kk
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return best.astype(np.float32), ids.astype(np.int64)
+
+
+def _drop_excluded(
+    scores: np.ndarray, ids: np.ndarray, exclude: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n_queries, k + 1) results without each query's `exclude` position -> k columns."""
+    keep = ids != exclude[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the excluded one last, then cut
+    scores = np.take_along_axis(np.where(keep, scores, -np.inf), order, axis=1)
+    return scores, np.take_along_axis(np.where(keep, ids, -1), order, axis=1)
+
+
 def _weighted_mean(
     base: np.ndarray, sims: np.ndarray, ids: np.ndarray, database: np.ndarray, alpha: float
 ) -> np.ndarray:
-    """base + sum_j w_j * database[ids_j], w = max(sim, 0) ** alpha -> (m, dim)."""
-    w = np.clip(sims, 0, None) ** alpha  # (m, k)
-    return base + np.einsum("mk,mkd->md", w, database[ids])
+    """base + sum_j w_j * database[ids_j], w = max(sim, 0) ** alpha -> (m, dim).
+
+    The one DBA / alpha-QE weighting. Ids of -1 (fewer neighbours than asked) weigh 0.
+    """
+    w = np.where(ids >= 0, np.clip(sims, 0, None) ** alpha, 0)  # (m, k)
+    return base + np.einsum("mk,mkd->md", w, database[np.maximum(ids, 0)])
 
 
 def database_augmentation(
@@ -100,3 +155,66 @@ def query_expansion(
     database = np.ascontiguousarray(database, dtype=np.float32)
     sims, ids = (knn or exact_knn(database))(queries, n_neighbors)
     return _normalize(_weighted_mean(queries, sims, ids, database, alpha))
+
+
+def _augment(positions: np.ndarray, knn: KnnFn, lookup: Lookup, config: RerankConfig) -> np.ndarray:
+    """DBA embeddings of items (positions (u,)) from their neighbours -> (u, dim) unit-norm.
+
+    As `database_augmentation`: the weighted mean of an item's `dba_neighbors` nearest
+    (itself included), found by `knn` and fetched by `lookup`.
+    """
+    emb = _normalize(np.asarray(lookup(positions), np.float32))
+    if config.dba_neighbors <= 1:
+        return emb
+    out = np.empty_like(emb)
+    for s in range(0, len(emb), 1024):
+        block = emb[s : s + 1024]
+        sims, nb = knn(block, config.dba_neighbors)  # (b, n) positions, -1 = none
+        have = np.unique(nb[nb >= 0])
+        table = _normalize(np.asarray(lookup(have), np.float32))  # row j is item have[j]
+        rows = np.where(nb >= 0, np.searchsorted(have, np.maximum(nb, 0)), -1)  # (b, n)
+        out[s : s + 1024] = _weighted_mean(np.zeros_like(block), sims, rows, table, config.alpha)
+    return _normalize(out)
+
+
+def rerank_candidates(
+    queries: np.ndarray,
+    k: int,
+    knn: KnnFn,
+    lookup: Lookup,
+    config: RerankConfig,
+    exclude: np.ndarray | None = None,
+    candidates: int = RERANK_CANDIDATES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Query-time DBA + alpha-QE over each query's candidates -> (scores, ids), (n_queries, k).
+
+    `queries` (n_queries, dim) unit-norm; `knn` searches the collection (ids are positions,
+    -1 = none) and `lookup` gives the embeddings of positions. Each query's top
+    max(k, `candidates`) are re-scored; scores are cosine similarities of the expanded query
+    and the augmented images, -inf and id -1 where fewer than k qualify. `exclude`
+    (n_queries,) int64 gives a position never returned for each query (-1 = none), nor used
+    to expand it. With every image a candidate (a collection of at most `candidates`) the
+    result is that of `database_augmentation` + `query_expansion` over the whole collection.
+    """
+    n_cand = max(k, candidates)
+    out_scores = np.full((len(queries), k), -np.inf, np.float32)
+    out_ids = np.full((len(queries), k), -1, np.int64)
+    for s in range(0, len(queries), RERANK_BLOCK):
+        block = queries[s : s + RERANK_BLOCK]
+        if exclude is None:
+            _, cand = knn(block, n_cand)  # (b, n_cand) positions, best first
+        else:
+            sc, cand = knn(block, n_cand + 1)
+            _, cand = _drop_excluded(sc, cand, exclude[s : s + RERANK_BLOCK], n_cand)
+        have = np.unique(cand[cand >= 0])
+        if len(have) == 0:
+            continue
+        dba = _augment(have, knn, lookup, config)  # (u, dim), row j is item have[j]
+        for i, (q, row) in enumerate(zip(block, cand, strict=True)):
+            row = row[row >= 0]
+            d = dba[np.searchsorted(have, row)]  # (c, dim)
+            q2 = query_expansion(q[None], d, config.qe_neighbors, config.alpha)  # (1, dim)
+            best, col = top_k(q2 @ d.T, k)
+            out_scores[s + i] = best[0]
+            out_ids[s + i] = np.where(col[0] >= 0, row[np.maximum(col[0], 0)], -1)
+    return out_scores, out_ids

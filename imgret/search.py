@@ -8,6 +8,14 @@ Modes:
     exact    every image, by cosine similarity (brute force)
     cluster  the classic design: only the images of the query's KMeans cluster, as an IVF over
              the user's centroids; `nprobe` > 1 searches that many nearest clusters
+
+Re-ranking (`rerank`; index and exact modes, cosine collections) works at query time on a
+collection of any size: imgret.rerank.rerank_candidates gives each query's top
+max(k, RERANK_CANDIDATES) candidates their DBA embedding from their own nearest neighbours
+(searched with the same mode), expands the query (alpha-QE) over them and re-scores them; this
+module supplies the search and the embedding lookup. Cluster mode refuses it: its candidates
+would be a cluster, not the query's neighbours. `top_k` and RERANK_CANDIDATES live in
+imgret.rerank and are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,11 +32,20 @@ from .cluster import normalize
 from .collection import Collection
 from .errors import UserError
 from .index import IndexSettings, nearest_centroids, search_cluster_index, search_index
+from .rerank import (
+    RERANK_CANDIDATES,
+    KnnFn,
+    Lookup,
+    RerankConfig,
+    _drop_excluded,
+    rerank_candidates,
+    top_k,
+)
 
 __all__ = [
     "Hit", "QueryResult", "DuplicatePair", "search_embeddings", "search_files", "search_folder",
     "search_items", "resolve_items", "results_for", "find_duplicates", "top_k", "query_clusters",
-    "MODES",
+    "MODES", "RERANK_CANDIDATES",
 ]  # fmt: skip
 
 MODES = ("index", "exact", "cluster")
@@ -70,34 +87,6 @@ class DuplicatePair:
     key_a: str
     key_b: str
     score: float
-
-
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best `k` of each row of (n_queries, n) scores -> (scores, ids), each (n_queries, k).
-
-    Rows with fewer than k candidates (-inf scores) are padded with id -1 and score -inf.
-    """
-    n = scores.shape[1]
-    kk = min(k, n)
-    if kk == 0:
-        return (
-            np.full((len(scores), k), -np.inf, np.float32),
-            np.full((len(scores), k), -1, np.int64),
-        )
-    if kk < n:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    else:
-        part = np.tile(np.arange(n), (len(scores), 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    ids = np.take_along_axis(part, order, axis=1)
-    best = np.take_along_axis(part_scores, order, axis=1)
-    ids = np.where(np.isfinite(best), ids, -1)
-    if kk < k:
-        pad = k - kk
-        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-        best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return best.astype(np.float32), ids.astype(np.int64)
 
 
 def _similarity(emb: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
@@ -180,6 +169,16 @@ def _index_search(
     return best, np.where(col >= 0, np.take_along_axis(ids, np.maximum(col, 0), axis=1), -1)
 
 
+def _knn(coll: Collection, mode: str, settings: IndexSettings, log: Log) -> tuple[KnnFn, Lookup]:
+    """Search by `mode` ("exact" or "index") -> (scores, positions), as imgret.rerank's knn,
+    and how to get the embeddings of positions (in memory for exact, from disk for index)."""
+    if mode == "exact":
+        return (lambda x, k: _exact(coll.embeddings, x, k, coll.metric),
+                lambda pos: coll.embeddings[pos])  # fmt: skip
+    return (lambda x, k: _index_search(coll, x, k, settings, log),
+            lambda pos: coll.fetch(coll.rows[pos]))  # fmt: skip
+
+
 def search_embeddings(
     collection: Collection,
     queries: np.ndarray,
@@ -188,6 +187,8 @@ def search_embeddings(
     *,
     nprobe: int | None = None,
     settings: IndexSettings | None = None,
+    rerank: RerankConfig | None = None,
+    exclude: np.ndarray | None = None,
     log: Log = _stderr,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Rank the collection for (n_queries, dim) embeddings.
@@ -195,7 +196,10 @@ def search_embeddings(
     Returns (scores, ids, query_clusters): scores and ids are (n_queries, k), ids are positions
     in the collection, -1 where fewer than k images qualify; query_clusters is (n_queries,) in
     cluster mode (the nearest cluster), else None. `nprobe` overrides the lists scanned per
-    query of IVF indexes and the clusters searched in cluster mode (default 1).
+    query of IVF indexes and the clusters searched in cluster mode (default 1). `rerank`
+    re-ranks each query's top candidates (see the module docstring; scores are then cosine
+    similarities of the expanded query and the augmented images). `exclude` (n_queries,)
+    int64 gives a position never returned for each query (-1 = none), nor used to expand it.
     """
     if mode not in MODES:
         raise UserError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -205,19 +209,39 @@ def search_embeddings(
             f"query embeddings of shape {queries.shape} do not match the collection's "
             f"dimension {collection.dim}"
         )
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=np.int64)
+    if rerank is not None and mode == "cluster":
+        raise UserError(
+            "re-ranking works in index or exact mode, not cluster mode (its candidates would be "
+            "the query's cluster, not its nearest neighbours)"
+        )
+    if rerank is not None and collection.metric != "cosine":
+        raise UserError(f"{collection.path}: re-ranking needs a cosine collection, not l2")
     if collection.metric == "cosine":
         queries = normalize(queries)
     if len(collection) == 0:
         empty = np.full((len(queries), k), -1, np.int64)
         return np.full(empty.shape, -np.inf, np.float32), empty, None
+    settings = settings or collection.index_settings
+    if nprobe is not None:
+        settings = replace(settings, nprobe=nprobe)
+    if rerank is not None:
+        knn, lookup = _knn(collection, mode, settings, log)
+        scores, ids = rerank_candidates(
+            queries, k, knn, lookup, rerank, exclude, candidates=RERANK_CANDIDATES
+        )
+        return scores, ids, None
+    if exclude is not None:
+        scores, ids, clusters = search_embeddings(
+            collection, queries, k + 1, mode, nprobe=nprobe, settings=settings, log=log
+        )
+        return (*_drop_excluded(scores, ids, exclude, k), clusters)
     if mode == "exact":
         scores, ids = _exact(collection.embeddings, queries, k, collection.metric)
         return scores, ids, None
     if mode == "cluster":
         return _cluster_search(collection, queries, k, nprobe or 1)
-    settings = settings or collection.index_settings
-    if nprobe is not None:
-        settings = replace(settings, nprobe=nprobe)
     scores, ids = _index_search(collection, queries, k, settings, log)
     return scores, ids, None
 
@@ -270,15 +294,18 @@ def search_files(
     model: str | Path | None = None,
     device: str = "cpu",
     nprobe: int | None = None,
+    rerank: RerankConfig | None = None,
     embedder: Any = None,
 ) -> list[QueryResult]:
     """Embed query image files with the collection's model (or `model`, or a loaded
-    `embedder`) and rank the collection."""
+    `embedder`) and rank the collection (re-ranked with `rerank`, see search_embeddings)."""
     from .embed import embed_files
 
     embedder = embedder or _embedder_for(collection, model, device)
     queries = embed_files(embedder, list(paths))
-    scores, ids, clusters = search_embeddings(collection, queries, k, mode, nprobe=nprobe)
+    scores, ids, clusters = search_embeddings(
+        collection, queries, k, mode, nprobe=nprobe, rerank=rerank
+    )
     return results_for(collection, [str(p) for p in paths], scores, ids, clusters)
 
 
@@ -291,6 +318,7 @@ def search_folder(
     model: str | Path | None = None,
     device: str = "cpu",
     nprobe: int | None = None,
+    rerank: RerankConfig | None = None,
     batch_size: int = 256,
     workers: int = 2,
     embedder: Any = None,
@@ -314,7 +342,7 @@ def search_folder(
         if len(res.positions) == 0:
             continue
         scores, ids, clusters = search_embeddings(
-            collection, res.embeddings, k, mode, nprobe=nprobe
+            collection, res.embeddings, k, mode, nprobe=nprobe, rerank=rerank
         )
         names = [part.keys[i] for i in res.positions]
         results += results_for(collection, names, scores, ids, clusters)
@@ -346,19 +374,20 @@ def search_items(
     k: int = 10,
     mode: str = "exact",
     nprobe: int | None = None,
+    rerank: RerankConfig | None = None,
     exclude_self: bool = True,
 ) -> list[QueryResult]:
-    """Rank the collection for items already in it (their stored embeddings), by position."""
+    """Rank the collection for items already in it (their stored embeddings), by position.
+
+    With `exclude_self` a query is left out of its own results (and of its expansion
+    neighbours when re-ranking).
+    """
     pos = np.asarray(ids, dtype=np.int64)
     queries = collection.fetch(collection.rows[pos])
-    extra = 1 if exclude_self else 0
-    scores, found, clusters = search_embeddings(collection, queries, k + extra, mode, nprobe=nprobe)
-    if exclude_self:
-        keep = found != pos[:, None]
-        # Drop the query itself, keep the first k others of each row.
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        scores = np.take_along_axis(scores, order, axis=1)
-        found = np.take_along_axis(np.where(keep, found, -1), order, axis=1)
+    scores, found, clusters = search_embeddings(
+        collection, queries, k, mode, nprobe=nprobe, rerank=rerank,
+        exclude=pos if exclude_self else None,
+    )  # fmt: skip
     names = [collection.keys[i] for i in pos]
     return results_for(collection, names, scores, found, clusters)
 

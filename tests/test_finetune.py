@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from imgret.finetune import (
     ProjectionHead,
     check_labels,
     finetune_head,
+    pseudo_labels,
     read_label_csv,
     triplet_loss,
 )  # fmt: skip
@@ -71,7 +73,7 @@ def test_head_starts_as_identity_and_improves_retrieval_of_unseen_images() -> No
     assert torch.allclose(
         ProjectionHead(16, 64)(xt), torch.nn.functional.normalize(xt, dim=1), atol=1e-6
     )
-    cfg = FinetuneConfig(steps=150, hidden=64, seed=0)
+    cfg = FinetuneConfig(steps=150, hidden=64, lr=1e-3, seed=0)
     head, losses = finetune_head(x_train, list(y_train), cfg)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     before = _precision_at_5(x_test, y_test)
@@ -113,3 +115,32 @@ def test_finetune_cli_on_an_autoencoder(image_folder: Path, tmp_path: Path) -> N
     (tmp_path / "few.csv").write_text(f"{query},red\n{image_folder / 'red' / '04.png'},red\n")
     assert main(["finetune", str(model), str(image_folder), "--labels",
                  str(tmp_path / "few.csv"), "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+
+
+def test_pseudo_labels_are_pure_clusters_of_the_augmented_embeddings() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    x = (np.eye(8)[y] + rng.normal(0, 0.05, (30, 8))).astype(np.float32)  # 3 tight blobs
+    labels = pseudo_labels(x, 3, seed=0)
+    assert len(labels) == len(x)
+    # well separated blobs: each pseudo-label is exactly one true class
+    pairs = set(zip(labels, y.tolist(), strict=True))
+    assert len(pairs) == len(set(labels)) == len(set(y.tolist()))
+    assert pseudo_labels(x, 3, seed=0) == pseudo_labels(x, 3, seed=0)
+    with pytest.raises(UserError, match="pseudo-labels"):
+        pseudo_labels(x, len(x), seed=0)
+
+
+def test_finetune_cli_without_labels(image_folder: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    assert main(["train", str(image_folder), "--out", str(model), "--epochs", "1",
+                 "--image-size", "16", "--embedding-dim", "16", "--width", "8",
+                 "--workers", "0"]) == 0  # fmt: skip
+    out = tmp_path / "adapted"
+    assert main(["finetune", str(model), str(image_folder), "--pseudo-labels", "3",
+                 "--out", str(out), "--steps", "20"]) == 0  # fmt: skip
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["pseudo_label_clusters"] == 3 and doc["labelled_images"] == 0
+    assert sum(doc["classes"].values()) >= 8  # every decodable image, labelled or not
+    assert main(["finetune", str(model), str(image_folder), "--pseudo-labels", "3",
+                 "--labels", str(tmp_path / "x.csv"), "--out", str(out)]) == 2  # fmt: skip

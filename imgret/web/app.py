@@ -116,8 +116,10 @@ def _add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> Non
         file: Annotated[UploadFile, File(description="the query image (JPEG, PNG, ...)")],
         k: Annotated[int, Form(ge=1, le=config.max_k)] = 12,
         mode: Annotated[Mode, Form()] = "exact",
+        rerank: Annotated[bool, Form()] = False,
     ) -> dict:
-        """Rank the collection for an uploaded image (exact, or inside its cluster)."""
+        """Rank the collection for an uploaded image (exact, or inside its cluster; `rerank`:
+        label-free re-ranking, DBA + alpha query expansion, exact mode only)."""
         data = await file.read(config.max_upload_bytes + 1)
         name = Path(file.filename or "upload").name
 
@@ -125,7 +127,7 @@ def _add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> Non
             image = decode_upload(
                 data, max_bytes=config.max_upload_bytes, max_pixels=config.max_pixels
             )
-            return service.search_image(image, name, k, mode)
+            return service.search_image(image, name, k, mode, rerank)
 
         return await run_in_threadpool(run)
 
@@ -135,9 +137,10 @@ def _add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> Non
         responses=_ERRORS,
         tags=["search"],
     )
-    def search_item(item_id: int, k: K = 12, mode: Mode = "exact") -> dict:
-        """More like this: rank the collection for one of its images (left out of the hits)."""
-        return service.search_item(item_id, k, mode)
+    def search_item(item_id: int, k: K = 12, mode: Mode = "exact", rerank: bool = False) -> dict:
+        """More like this: rank the collection for one of its images (left out of the hits;
+        `rerank` as for an upload)."""
+        return service.search_item(item_id, k, mode, rerank)
 
     @app.get(
         "/api/clusters", response_model=schemas.ClusterPage, responses=_ERRORS, tags=["collection"]

@@ -43,6 +43,7 @@ class Query(BaseModel):
 class SearchResult(BaseModel):
     query: Query
     mode: str  # "exact" or "cluster"
+    rerank: bool = False  # re-ranked without labels (DBA + alpha-QE; exact mode only)
     k: int
     cluster: int | None  # the query's cluster in cluster mode
     took_ms: float  # embedding + ranking, in the server

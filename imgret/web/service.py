@@ -180,30 +180,29 @@ class CollectionService:
         with self._compute:
             return embed_images(self.embedder, [image])
 
-    def search_image(self, image: Image.Image, name: str, k: int, mode: str) -> dict[str, Any]:
+    def search_image(
+        self, image: Image.Image, name: str, k: int, mode: str, rerank: bool = False
+    ) -> dict[str, Any]:
         """Rank the collection for an uploaded image."""
         t0 = time.perf_counter()
         query = self.embed_image(image)
-        return self._search(query, {"kind": "upload", "name": name, "item": None}, k, mode, t0)
+        about = {"kind": "upload", "name": name, "item": None}
+        return self._search(query, about, k, mode, t0, rerank=rerank)
 
-    def search_item(self, i: int, k: int, mode: str) -> dict[str, Any]:
+    def search_item(self, i: int, k: int, mode: str, rerank: bool = False) -> dict[str, Any]:
         """ "More like this": rank the collection for one of its images (itself left out)."""
         t0 = time.perf_counter()
         item = self.item(i)
         query = self.collection.embeddings[i : i + 1]  # (1, dim)
-        found = self._search(
-            query, {"kind": "item", "name": item["name"], "item": item}, k + 1, mode, t0
-        )
-        found["hits"] = [h for h in found["hits"] if h["id"] != i][:k]
-        for rank, hit in enumerate(found["hits"], 1):
-            hit["rank"] = rank
-        found["k"] = k
-        return found
+        about = {"kind": "item", "name": item["name"], "item": item}
+        return self._search(query, about, k, mode, t0, rerank=rerank, exclude=i)
 
     def _search(
-        self, query: np.ndarray, about: dict[str, Any], k: int, mode: str, t0: float
-    ) -> dict[str, Any]:
+        self, query: np.ndarray, about: dict[str, Any], k: int, mode: str, t0: float,
+        *, rerank: bool = False, exclude: int | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         from ..errors import UserError
+        from ..rerank import RerankConfig
         from ..search import search_embeddings
 
         if mode == "cluster" and self.collection.clustering is None:
@@ -214,7 +213,11 @@ class CollectionService:
             )
         try:
             with self._compute:
-                scores, ids, clusters = search_embeddings(self.collection, query, k, mode)
+                scores, ids, clusters = search_embeddings(
+                    self.collection, query, k, mode,
+                    rerank=RerankConfig() if rerank else None,
+                    exclude=None if exclude is None else np.array([exclude]),
+                )  # fmt: skip
         except UserError as e:
             raise WebError(400, str(e)) from None
         hits = [
@@ -225,6 +228,7 @@ class CollectionService:
         return {
             "query": about,
             "mode": mode,
+            "rerank": rerank,
             "k": k,
             "cluster": int(clusters[0]) if clusters is not None else None,
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
