@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ from .progress import progress_bar
 from .sources import ImageSource
 
 __all__ = [
-    "Embedder", "EmbedResult", "load_embedder", "embed_source", "embed_images", "embed_files",
-    "describe_embedder", "parse_pretrained", "PRETRAINED_NAMES",
+    "Embedder", "DerivedEmbedder", "EmbedResult", "load_embedder", "embed_source",
+    "embed_images", "embed_files", "describe_embedder", "parse_pretrained", "PRETRAINED_NAMES",
 ]  # fmt: skip
 
 PRETRAINED_NAMES = ("efficientnet-lite0",)
@@ -44,6 +44,23 @@ class Embedder(Protocol):
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """(B, channels, image_size, image_size) float32 in [0, 1] -> (B, embedding_dim)."""
         ...
+
+
+class DerivedEmbedder(torch.nn.Module):
+    """A frozen base embedder followed by a learned step (a fine-tuned head, a whitening).
+
+    Images go in as the base takes them, so the input side and channels are the base's.
+    """
+
+    base: Any
+
+    @property
+    def image_size(self) -> int:
+        return int(self.base.image_size)
+
+    @property
+    def channels(self) -> int:
+        return int(self.base.channels)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_path, read_json, write_json
+from .embed import DerivedEmbedder
 from .errors import UserError
 
 __all__ = [
@@ -151,7 +152,7 @@ def finetune_head(
     return head.eval(), losses
 
 
-class FinetunedEmbedder(nn.Module):
+class FinetunedEmbedder(DerivedEmbedder):
     """A frozen base embedder followed by a projection head; same interface as the base."""
 
     name = ARCH
@@ -161,14 +162,6 @@ class FinetunedEmbedder(nn.Module):
         self.base = base
         self.head = head
         self.base_ref = base_ref
-
-    @property
-    def image_size(self) -> int:
-        return int(self.base.image_size)
-
-    @property
-    def channels(self) -> int:
-        return int(self.base.channels)
 
     @property
     def embedding_dim(self) -> int:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .atomic import atomic_path, read_json, write_json
+from .embed import DerivedEmbedder
 from .errors import UserError
 
 __all__ = [
@@ -111,7 +111,7 @@ def fit_whitening(embeddings: np.ndarray, dim: int = 512, *, eps: float = 1e-6) 
     return Whitening(dim, eps=eps).fit(embeddings)
 
 
-class WhitenedEmbedder(nn.Module):
+class WhitenedEmbedder(DerivedEmbedder):
     """A frozen base embedder followed by a whitening: (B, C, S, S) -> (B, dim) unit-norm."""
 
     name = KIND
@@ -129,14 +129,6 @@ class WhitenedEmbedder(nn.Module):
         self.base_ref = base_ref
         self.register_buffer("mean", mean.float())  # (d,)
         self.register_buffer("projection", projection.float())  # (d, dim)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.base.image_size)
-
-    @property
-    def channels(self) -> int:
-        return int(self.base.channels)
 
     @property
     def embedding_dim(self) -> int:
