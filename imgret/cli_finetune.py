@@ -36,7 +36,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="how triplets are picked in a batch (default: batch-hard)",
     )
     p.add_argument("--steps", type=int, default=600, help="optimisation steps (default: 600)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 0.0001)")
+    p.add_argument(
+        "--lr", type=float,
+        help="Adam learning rate (default: 0.001 when the classes have 20+ labelled images "
+        "each, else 0.0001)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_finetune)
 

@@ -10,6 +10,7 @@ from imgret.errors import UserError
 from imgret.finetune import (
     FinetuneConfig,
     ProjectionHead,
+    auto_lr,
     check_labels,
     finetune_head,
     pseudo_labels,
@@ -144,3 +145,8 @@ def test_finetune_cli_without_labels(image_folder: Path, tmp_path: Path) -> None
     assert sum(doc["classes"].values()) >= 8  # every decodable image, labelled or not
     assert main(["finetune", str(model), str(image_folder), "--pseudo-labels", "3",
                  "--labels", str(tmp_path / "x.csv"), "--out", str(out)]) == 2  # fmt: skip
+
+
+def test_auto_lr_is_cautious_with_few_labels_per_class() -> None:
+    assert auto_lr({"a": 2, "b": 8, "c": 40}) == 1e-4  # median 8
+    assert auto_lr({"a": 20, "b": 59}) == 1e-3
