@@ -32,8 +32,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mining",
         choices=("batch-hard", "semi-hard"),
-        default="batch-hard",
-        help="how triplets are picked in a batch (default: batch-hard)",
+        default="semi-hard",
+        help="how triplets are picked in a batch (default: semi-hard)",
     )
     p.add_argument("--steps", type=int, default=600, help="optimisation steps (default: 600)")
     p.add_argument(

@@ -45,11 +45,13 @@ ARCH = "projection-head"
 @dataclass(frozen=True)
 class FinetuneConfig:
     margin: float = 0.2  # triplet margin on unit-norm embeddings (distance = Euclidean)
-    mining: str = "batch-hard"  # "batch-hard" or "semi-hard"
+    # "semi-hard" or "batch-hard"; with thousands of labels batch-hard chases outliers
+    # (CIFAR-10, 10 % labels: 0.551 mAP@1000 against 0.739 semi-hard with 16 per class)
+    mining: str = "semi-hard"
     hidden: int = 1024  # width of the head's hidden layer
     steps: int = 600  # optimisation steps
     classes_per_batch: int = 16  # P of a P x K batch
-    per_class: int = 4  # K of a P x K batch
+    per_class: int = 16  # K of a P x K batch (fewer where a class has fewer images)
     # Adam learning rate; None = auto (`auto_lr`): small when the classes have few labelled
     # images each, where a faster head overfits them and loses to the base embedding
     lr: float | None = None
