@@ -198,29 +198,20 @@ def rerank_split(
     unit-norm float32, same shapes. `exclude` (n_queries,) gives each query's own database
     row (-1 = none): it is never one of that query's expansion neighbours, as in `rank`.
     """
-    from .rerank import database_augmentation, exact_knn, query_expansion
+    from .rerank import database_augmentation, drop_excluded, exact_knn, query_expansion
 
     db = database_augmentation(normalize(database), config.dba_neighbors, config.alpha)
-    knn = exact_knn(db)
+    exact = exact_knn(db)
+    knn: KnnFn = exact
     if exclude is not None:
-        knn = _knn_excluding(knn, np.asarray(exclude, dtype=np.int64))
+        own = np.asarray(exclude, dtype=np.int64)  # (n_queries,)
+
+        def knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            sims, ids = exact(x, k + 1)
+            return drop_excluded(sims, ids, own, k)
+
     q = query_expansion(queries, db, config.qe_neighbors, config.alpha, knn=knn)
     return q, db
-
-
-def _knn_excluding(knn: KnnFn, exclude: np.ndarray) -> KnnFn:
-    """`knn` for exactly the queries `exclude` is about, never returning their own rows."""
-
-    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(queries) != len(exclude):
-            raise ValueError(f"{len(queries)} queries but {len(exclude)} exclusions")
-        sims, ids = knn(queries, k + 1)
-        own = ids == exclude[:, None]
-        order = np.argsort(own, axis=1, kind="stable")[:, :k]  # own row last, then cut
-        sims = np.where(own, -np.inf, sims)  # weight 0 if it survives the cut (k >= n)
-        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
-
-    return search
 
 
 class PixelEmbedder:

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cluster import normalize
+
 __all__ = [
-    "RerankConfig", "exact_knn", "top_k", "database_augmentation", "query_expansion",
-    "rerank_candidates", "RERANK_CANDIDATES",
+    "RerankConfig", "exact_knn", "drop_excluded", "top_k", "database_augmentation",
+    "query_expansion", "rerank_candidates", "RERANK_CANDIDATES",
 ]  # fmt: skip
 
 RERANK_CANDIDATES = 100  # candidates per query that re-ranking re-scores (at least k)
@@ -44,10 +46,6 @@ class RerankConfig:
     dba_neighbors: int = 10  # neighbours averaged into each database embedding (0 = off)
     qe_neighbors: int = 10  # neighbours averaged into each query (0 = off)
     alpha: float = 3.0  # weight = similarity ** alpha
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def exact_knn(database: np.ndarray, chunk: int = 2048) -> KnnFn:
@@ -100,7 +98,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return best.astype(np.float32), ids.astype(np.int64)
 
 
-def _drop_excluded(
+def drop_excluded(
     scores: np.ndarray, ids: np.ndarray, exclude: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n_queries, k + 1) results without each query's `exclude` position -> k columns."""
@@ -129,7 +127,7 @@ def database_augmentation(
     Each row is replaced by the weighted mean of its n_neighbors nearest rows (itself first,
     with similarity 1). `knn` defaults to exact search; pass an ANN index's search for millions.
     """
-    database = _normalize(database)
+    database = normalize(database)
     if n_neighbors <= 1 or len(database) < 2:
         return database
     knn = knn or exact_knn(database)
@@ -138,7 +136,7 @@ def database_augmentation(
         block = database[start : start + 4096]
         sims, ids = knn(block, n_neighbors)
         out[start : start + 4096] = _weighted_mean(np.zeros_like(block), sims, ids, database, alpha)
-    return _normalize(out)
+    return normalize(out)
 
 
 def query_expansion(
@@ -149,12 +147,12 @@ def query_expansion(
     knn: KnnFn | None = None,
 ) -> np.ndarray:
     """alpha-QE of (m, dim) queries against (n, dim) database embeddings -> (m, dim) unit-norm."""
-    queries = _normalize(queries)
+    queries = normalize(queries)
     if n_neighbors <= 0 or len(database) == 0:
         return queries
     database = np.ascontiguousarray(database, dtype=np.float32)
     sims, ids = (knn or exact_knn(database))(queries, n_neighbors)
-    return _normalize(_weighted_mean(queries, sims, ids, database, alpha))
+    return normalize(_weighted_mean(queries, sims, ids, database, alpha))
 
 
 def _augment(positions: np.ndarray, knn: KnnFn, lookup: Lookup, config: RerankConfig) -> np.ndarray:
@@ -163,7 +161,7 @@ def _augment(positions: np.ndarray, knn: KnnFn, lookup: Lookup, config: RerankCo
     As `database_augmentation`: the weighted mean of an item's `dba_neighbors` nearest
     (itself included), found by `knn` and fetched by `lookup`.
     """
-    emb = _normalize(np.asarray(lookup(positions), np.float32))
+    emb = normalize(np.asarray(lookup(positions), np.float32))
     if config.dba_neighbors <= 1:
         return emb
     out = np.empty_like(emb)
@@ -171,10 +169,10 @@ def _augment(positions: np.ndarray, knn: KnnFn, lookup: Lookup, config: RerankCo
         block = emb[s : s + 1024]
         sims, nb = knn(block, config.dba_neighbors)  # (b, n) positions, -1 = none
         have = np.unique(nb[nb >= 0])
-        table = _normalize(np.asarray(lookup(have), np.float32))  # row j is item have[j]
+        table = normalize(np.asarray(lookup(have), np.float32))  # row j is item have[j]
         rows = np.where(nb >= 0, np.searchsorted(have, np.maximum(nb, 0)), -1)  # (b, n)
         out[s : s + 1024] = _weighted_mean(np.zeros_like(block), sims, rows, table, config.alpha)
-    return _normalize(out)
+    return normalize(out)
 
 
 def rerank_candidates(
@@ -205,7 +203,7 @@ def rerank_candidates(
             _, cand = knn(block, n_cand)  # (b, n_cand) positions, best first
         else:
             sc, cand = knn(block, n_cand + 1)
-            _, cand = _drop_excluded(sc, cand, exclude[s : s + RERANK_BLOCK], n_cand)
+            _, cand = drop_excluded(sc, cand, exclude[s : s + RERANK_BLOCK], n_cand)
         have = np.unique(cand[cand >= 0])
         if len(have) == 0:
             continue

@@ -37,7 +37,7 @@ from .rerank import (
     KnnFn,
     Lookup,
     RerankConfig,
-    _drop_excluded,
+    drop_excluded,
     rerank_candidates,
     top_k,
 )
@@ -236,7 +236,7 @@ def search_embeddings(
         scores, ids, clusters = search_embeddings(
             collection, queries, k + 1, mode, nprobe=nprobe, settings=settings, log=log
         )
-        return (*_drop_excluded(scores, ids, exclude, k), clusters)
+        return (*drop_excluded(scores, ids, exclude, k), clusters)
     if mode == "exact":
         scores, ids = _exact(collection.embeddings, queries, k, collection.metric)
         return scores, ids, None
