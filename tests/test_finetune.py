@@ -96,11 +96,17 @@ def test_label_csv(tmp_path: Path) -> None:
     assert got == {str((tmp_path / "x/1.png").resolve()): "cat", "/abs/2.png": "dog"}
 
 
-def test_finetune_cli_on_an_autoencoder(image_folder: Path, tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    assert main(["train", str(image_folder), "--out", str(model), "--epochs", "1",
+@pytest.fixture
+def model(image_folder: Path, tmp_path: Path) -> Path:
+    """A tiny autoencoder trained for one epoch on the image_folder fixture."""
+    out = tmp_path / "model"
+    assert main(["train", str(image_folder), "--out", str(out), "--epochs", "1",
                  "--image-size", "16", "--embedding-dim", "16", "--width", "8",
                  "--workers", "0"]) == 0  # fmt: skip
+    return out
+
+
+def test_finetune_cli_on_an_autoencoder(model: Path, image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "ft"
     assert main(["finetune", str(model), str(image_folder), "--out", str(out),
                  "--steps", "30"]) == 0  # fmt: skip
@@ -132,11 +138,7 @@ def test_pseudo_labels_are_pure_clusters_of_the_augmented_embeddings() -> None:
         pseudo_labels(x, len(x), seed=0)
 
 
-def test_finetune_cli_without_labels(image_folder: Path, tmp_path: Path) -> None:
-    model = tmp_path / "model"
-    assert main(["train", str(image_folder), "--out", str(model), "--epochs", "1",
-                 "--image-size", "16", "--embedding-dim", "16", "--width", "8",
-                 "--workers", "0"]) == 0  # fmt: skip
+def test_finetune_cli_without_labels(model: Path, image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "adapted"
     assert main(["finetune", str(model), str(image_folder), "--pseudo-labels", "3",
                  "--out", str(out), "--steps", "20"]) == 0  # fmt: skip
