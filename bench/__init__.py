@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m bench.<part>` writes bench/results/<part>.md; bench.assemble joins them."""
+"""Benchmarks: `python -m bench.<part>` writes bench/results/<part>.md; bench.assemble joins."""

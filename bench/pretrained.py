@@ -119,15 +119,6 @@ def _embed(bench: Any, size: int, quick: bool, log: Any) -> dict[str, Any]:
     return out
 
 
-def _whiten(db: np.ndarray, q: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA-whitening fitted on the database (Radenovic et al.): (x - mean) @ V / sqrt(eig)."""
-    mean = db.mean(axis=0)
-    _, s, vt = np.linalg.svd(db - mean, full_matrices=False)
-    eig = (s[:dim] ** 2) / len(db)
-    proj = vt[:dim].T / np.sqrt(eig + 1e-6 * eig[0])  # (d, dim)
-    return (db - mean) @ proj, (q - mean) @ proj
-
-
 def _score(bench: Any, q: np.ndarray, ql: np.ndarray, db: np.ndarray, dbl: np.ndarray) -> dict:
     from imgret.evaluate import evaluate_embeddings
 
@@ -144,11 +135,11 @@ def _score(bench: Any, q: np.ndarray, ql: np.ndarray, db: np.ndarray, dbl: np.nd
 
 
 def _rerank(q: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from imgret.rerank import RerankConfig, database_augmentation, query_expansion
+    """What `imgret evaluate --rerank` does: DBA of the database, then alpha-QE of the queries."""
+    from imgret.evaluate import rerank_split
+    from imgret.rerank import RerankConfig
 
-    cfg = RerankConfig()
-    db_aug = database_augmentation(db, cfg.dba_neighbors, cfg.alpha)
-    return query_expansion(q, db_aug, cfg.qe_neighbors, cfg.alpha), db_aug
+    return rerank_split(q, db, RerankConfig())
 
 
 def _head(
@@ -164,6 +155,7 @@ def _head(
 def run_bench(name: str, size: int, quick: bool, log: Any = print) -> dict[str, Any]:
     from imgret.cluster import normalize
     from imgret.embed import embed_files, load_embedder
+    from imgret.whiten import fit_whitening
 
     bench = _split(name, quick)
     log(f"[{name}] {len(bench.queries):,} queries, {len(bench.database):,} database images")
@@ -201,10 +193,12 @@ def run_bench(name: str, size: int, quick: bool, log: Any = print) -> dict[str, 
     q, db = emb["gem"]
     add("EfficientNet-Lite0, GeM pooling (p = 3), the default", "none", q, db, time.perf_counter())
     t0 = time.perf_counter()
+    whitening = fit_whitening(db, 512)  # what `imgret whiten --dim 512` fits
     add(
         "GeM + PCA-whitening to 512 (fitted on the database)",
         "none",
-        *_whiten(db, q, 512)[::-1],
+        whitening.apply(q),
+        whitening.apply(db),
         t0,
     )
     t0 = time.perf_counter()

@@ -302,39 +302,24 @@ def write_report(
             None,
         ),
     ]
-    s = summarize(single)
+
+    def http_row(what: str, clients: str, kind: str, s: dict) -> tuple:
+        figures = ("requests", "rate", "p50", "p95", "errors", "server_p50")
+        return (what, clients, kind, *(s[f] for f in figures))
+
     rows.append(
-        (
-            "HTTP, one client (baseline)",
-            "1",
-            "search by upload, exact/cluster",
-            s["requests"],
-            s["rate"],
-            s["p50"],
-            s["p95"],
-            s["errors"],
-            s["server_p50"],
-        )
-    )
+        http_row("HTTP, one client (baseline)", "1", "search by upload, exact/cluster",
+                 summarize(single))
+    )  # fmt: skip
     for kind, what in (
         (None, "all requests"),
         ("upload", "search by upload"),
         ("item", "search by id (more like this)"),
     ):
-        s = summarize(loaded, kind)
         rows.append(
-            (
-                f"HTTP, {args.clients} concurrent clients",
-                str(args.clients),
-                what,
-                s["requests"],
-                s["rate"],
-                s["p50"],
-                s["p95"],
-                s["errors"],
-                s["server_p50"],
-            )
-        )
+            http_row(f"HTTP, {args.clients} concurrent clients", str(args.clients), what,
+                     summarize(loaded, kind))
+        )  # fmt: skip
     errors = summarize(loaded)["errors"]
     cmd = "python -m bench.web" + (" --quick" if args.quick else "")
     lines = [
