@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -56,11 +57,12 @@ _V1_FILES = ("embeddings.npy", "items.json", "clusters.json", "centroids.npy", "
 Log = Callable[[str], None]
 
 
-def model_fingerprint(ref: str | Path) -> str | None:
+def model_fingerprint(ref: str | Path, _depth: int = 0) -> str | None:
     """sha256 of a trained model's weight files (None for pretrained names and missing files).
 
     Two models at the same path but with different weights make different embeddings; the
-    fingerprint tells them apart.
+    fingerprint tells them apart. A derived model (a fine-tuned head, a whitening) also covers
+    its base model's fingerprint, so retraining the base in place changes it too.
     """
     path = Path(str(ref))
     files = [path] if path.suffix == ".safetensors" else [
@@ -74,7 +76,21 @@ def model_fingerprint(ref: str | Path) -> str | None:
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
+    base = _base_ref(path) if found and _depth < 8 else None
+    if base is not None:
+        h.update((model_fingerprint(base, _depth + 1) or base).encode())
     return h.hexdigest() if found else None
+
+
+def _base_ref(path: Path) -> str | None:
+    """The base model's ref recorded in a derived model's model.json (None if not derived)."""
+    try:
+        doc = json.loads((path / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = doc.get("base") if isinstance(doc, dict) else None
+    ref = base.get("ref") if isinstance(base, dict) else None
+    return ref if isinstance(ref, str) else None
 
 
 def _settings_from(doc: dict[str, Any] | None) -> IndexSettings:

@@ -93,6 +93,14 @@ def test_whiten_an_autoencoder_folder(image_folder: Path, tmp_path: Path) -> Non
     info = describe_embedder(tmp_path / "w", model)
     assert info["name"] == "whitened" and info["embedding_dim"] == 8
     assert model_fingerprint(tmp_path / "w") not in (None, model_fingerprint(base))
+    # retraining the base in place changes the derived model's fingerprint too
+    before = model_fingerprint(tmp_path / "w")
+    weights = base / "model.safetensors"
+    kept = weights.read_bytes()
+    weights.write_bytes(kept + b" ")
+    assert model_fingerprint(tmp_path / "w") != before
+    weights.write_bytes(kept)
+    assert model_fingerprint(tmp_path / "w") == before
 
     # the same seed and sample give the same whitening
     whiten_model(base, image_folder, tmp_path / "w2", dim=8, workers=0, progress=False)
