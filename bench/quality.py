@@ -12,7 +12,9 @@ gives its figures, training time, embedding throughput (images/s from the files 
 decoding included; Fashion-MNIST is read from its idx files), single-query latency (image file
 -> embedding -> ranked top 10), the settings, and a command that reproduces it.
 
-Writes bench/results/quality.md; the label-free variants tried by
+Each protocol's rows are kept in bench/results/quality_runs.json (a run with --only replaces
+just its protocols, so protocols can run in separate processes, one core each); every run
+renders bench/results/quality.md from all of them. The label-free variants tried by
 scripts/quality_experiments.py (bench/results/quality_experiments.json) are listed after the
 protocol tables.
 """
@@ -20,12 +22,13 @@ protocol tables.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench-out" / "quality"
 EXPERIMENTS = RESULTS / "quality_experiments.json"
+RUNS = RESULTS / "quality_runs.json"  # protocol -> {"run": how it ran, "rows": [Row fields]}
 LATENCY_QUERIES = 30
 
 
@@ -233,32 +237,53 @@ def _fmt(v: float | None, spec: str) -> str:
     return format(v, spec)
 
 
-def render(rows: list[Row], quick: bool, seconds: float) -> str:
-    how = (
-        f"quick settings: training on a fixed-seed sample of {QUICK_TRAIN_IMAGES} database images"
-        if quick
-        else "full settings"
-    )
+def save_run(bench_name: str, rows: list[Row], run: dict[str, Any]) -> dict[str, Any]:
+    """Store one protocol's rows in RUNS (under a lock: protocols may run in parallel).
+
+    Returns every protocol's record, this one included.
+    """
+    from imgret.atomic import write_json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / ".quality_runs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runs = json.loads(RUNS.read_text()) if RUNS.exists() else {}
+        runs[bench_name] = {"run": run, "rows": [asdict(r) for r in rows]}
+        write_json(RUNS, runs)
+    return runs
+
+
+def render(runs: dict[str, Any]) -> str:
+    """bench/results/quality.md from the records of save_run, one section per protocol."""
     lines = [
         "## Retrieval quality (bench/quality.py)",
-        "",
-        f"Command: `python -m bench.quality{' --quick' if quick else ''}` ({how}); "
-        f"ran {seconds / 60:.0f} min on {machine()}. The machine is shared with other jobs, so "
-        "times are wall-clock under load; CPU time (all threads) is given beside training time.",
         "",
         f"The default of `imgret train` is the {DEFAULT_OBJECTIVE} objective. "
         "Exact cosine search over unit-norm embeddings unless the row says cluster. Models are "
         "trained on the protocol's database images only, without labels. Embedding throughput: "
         "database images/s from the files on disk (decoding included). Latency: one query "
-        f"image file -> embedding -> top 10, p50 / p95 over {LATENCY_QUERIES} queries.",
+        f"image file -> embedding -> top 10, p50 / p95 over {LATENCY_QUERIES} queries. "
+        "Times are wall-clock on a machine shared with other jobs; CPU time (all threads) is "
+        "given beside training time.",
     ]  # fmt: skip
-    for bench_name in dict.fromkeys(r.bench for r in rows):
-        sub = [r for r in rows if r.bench == bench_name]
+    order = [n for n in ("fashion-mnist", "cifar10", "caltech101") if n in runs]
+    for bench_name in order + sorted(set(runs) - set(order)):
+        run = runs[bench_name]["run"]
+        sub = [Row(**r) for r in runs[bench_name]["rows"]]
         metrics = list(sub[0].figures)
+        how = (
+            f"quick settings: training on a fixed-seed sample of {run['quick_images']} "
+            "database images" if run["quick"] else "full settings"
+        )  # fmt: skip
         lines += ["", f"### `{bench_name}`", ""]
+        lines += [
+            f"Command: `{run['command']}` ({how}); this protocol ran {run['seconds'] / 60:.0f} "
+            f"min on {run['machine']}, {run['date']}.",
+            "",
+        ]
         lines.append("| method | search | " + " | ".join(metrics) + " | train s (CPU s) | "
                      "embed img/s | query ms p50 / p95 | settings | reproduce |")  # fmt: skip
-        lines.append("|---" * (len(metrics) + 8) + "|")
+        lines.append("|---" * (len(metrics) + 7) + "|")
         for r in sub:
             train = "-" if r.train_s is None else f"{r.train_s:.0f} ({_fmt(r.train_cpu_s, '.0f')})"
             lat = f"{r.latency_ms[0]:.1f} / {r.latency_ms[1]:.1f}" if r.latency_ms else "-"
@@ -322,14 +347,19 @@ def main() -> None:
     )  # fmt: skip
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    t0 = time.perf_counter()
-    rows: list[Row] = []
-    for name in a.only or ("fashion-mnist", "cifar10", "caltech101"):
-        rows += run_bench(name, a.quick)
-    text = render(rows, a.quick, time.perf_counter() - t0)
     from imgret.atomic import write_text
 
-    write_text(RESULTS / "quality.md", text)
+    runs: dict[str, Any] = {}
+    for name in a.only or ("fashion-mnist", "cifar10", "caltech101"):
+        command = "python -m bench.quality" + (" --quick" if a.quick else "") + f" --only {name}"
+        if a.threads != 1:
+            command += f" --threads {a.threads}"
+        run = {"command": command, "quick": a.quick, "quick_images": QUICK_TRAIN_IMAGES,
+               "machine": machine(), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+        t0 = time.perf_counter()
+        rows = run_bench(name, a.quick)
+        runs = save_run(name, rows, {**run, "seconds": time.perf_counter() - t0})
+    write_text(RESULTS / "quality.md", render(runs))
     print(f"wrote {RESULTS / 'quality.md'}")
 
 

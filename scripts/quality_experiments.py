@@ -223,6 +223,39 @@ def knn_mlp(a: argparse.Namespace, command: str) -> None:
              "command": command, **score(qe, data, db)})  # fmt: skip
 
 
+def rerank(a: argparse.Namespace, command: str) -> None:
+    """An already trained model (`imgret train` output) scored plain and with `--rerank`."""
+    from imgret.embed import load_embedder
+    from imgret.evaluate import rerank_split
+    from imgret.rerank import RerankConfig
+
+    torch.set_num_threads(a.threads)
+    data = cached_split(a.bench)
+    model = load_embedder(a.model)
+
+    @torch.inference_mode()
+    def embed(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([
+            model.embed_batch(torch.from_numpy(x[s : s + 1024]).float().div_(255.0)).numpy()
+            for s in range(0, len(x), 1024)
+        ])  # fmt: skip
+
+    q, db = embed(data["q_x"]), embed(data["db_x"])
+    doc = read_json(Path(a.model) / "model.json")
+    history = read_json(Path(a.model) / "history.json")
+    base = {
+        "bench": a.bench, "train_seconds": round(sum(h["seconds"] for h in history), 1),
+        "epochs": len(history), "best_epoch": doc.get("best_epoch", len(history)),
+        "settings": {"model": doc["model"], "train": doc["train"]},
+        "machine": f"{platform.processor() or platform.machine()}, {a.threads} torch threads",
+        "command": command,
+    }  # fmt: skip
+    log_row({**base, "name": a.name, "variant": "embedding", **score(q, data, db)})
+    rq, rdb = rerank_split(q, db, RerankConfig())
+    log_row({**base, "name": f"{a.name}+rerank", "variant": "the same + `--rerank` (DBA 10 + "
+             "alpha-QE 10, alpha 3)", **score(rq, data, rdb)})  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -256,6 +289,11 @@ def main() -> None:
     km.add_argument("--temperature", type=float, default=0.2)
     km.add_argument("--seed", type=int, default=0)
     km.add_argument("--threads", type=int, default=1)
+    rr = sub.add_parser("rerank")
+    rr.add_argument("bench")
+    rr.add_argument("name")
+    rr.add_argument("model")
+    rr.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     command = "python scripts/quality_experiments.py " + shlex.join(sys.argv[1:])
     if a.cmd == "cache":
@@ -264,6 +302,8 @@ def main() -> None:
         pixels(a, command)
     elif a.cmd == "knn-mlp":
         knn_mlp(a, command)
+    elif a.cmd == "rerank":
+        rerank(a, command)
     else:
         run(a, command)
 
