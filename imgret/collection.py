@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -85,7 +84,7 @@ def model_fingerprint(ref: str | Path, _depth: int = 0) -> str | None:
 def _base_ref(path: Path) -> str | None:
     """The base model's ref recorded in a derived model's model.json (None if not derived)."""
     try:
-        doc = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        doc = read_json(path / "model.json")
     except (OSError, ValueError):
         return None
     base = doc.get("base") if isinstance(doc, dict) else None
