@@ -58,14 +58,14 @@ class BothPoolings(torch.nn.Module):
 
     def __init__(self, size: int) -> None:
         super().__init__()
-        from imgret.pretrained import load_pretrained
+        from imgret.models.pretrained import load_pretrained
 
         self.net = load_pretrained("efficientnet-lite0", image_size=size, pooling="gem")
         self.image_size, self.channels = size, 3
         self.embedding_dim = 2 * self.net.embedding_dim
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
-        from imgret.pretrained import pool_feature_map
+        from imgret.models.pretrained import pool_feature_map
 
         with torch.inference_mode():
             fm = self.net.feature_map(x)  # (B, 1280, S/32, S/32)
@@ -75,7 +75,7 @@ class BothPoolings(torch.nn.Module):
 
 
 def _split(name: str, quick: bool) -> Any:
-    from imgret.benchmarks import load_benchmark
+    from imgret.data.benchmarks import load_benchmark
 
     bench = load_benchmark(name)
     if quick:
@@ -87,8 +87,8 @@ def _split(name: str, quick: bool) -> Any:
 
 def _embed(bench: Any, size: int, quick: bool, log: Any) -> dict[str, Any]:
     """Database and query embeddings of both poolings (cached), pixels, and throughput."""
-    from imgret.embed import embed_source
-    from imgret.evaluate import PixelEmbedder
+    from imgret.models.embed import embed_source
+    from imgret.models.pixels import PixelEmbedder
 
     cache = WORK / f"{bench.name}-{'quick' if quick else 'full'}-{size}.npz"
     if cache.exists():
@@ -120,7 +120,7 @@ def _embed(bench: Any, size: int, quick: bool, log: Any) -> dict[str, Any]:
 
 
 def _score(bench: Any, q: np.ndarray, ql: np.ndarray, db: np.ndarray, dbl: np.ndarray) -> dict:
-    from imgret.evaluate import evaluate_embeddings
+    from imgret.evaluation.evaluate import evaluate_embeddings
 
     overall, _, _ = evaluate_embeddings(
         q,
@@ -136,8 +136,8 @@ def _score(bench: Any, q: np.ndarray, ql: np.ndarray, db: np.ndarray, dbl: np.nd
 
 def _rerank(q: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What `imgret evaluate --rerank` does: DBA of the database, then alpha-QE of the queries."""
-    from imgret.evaluate import rerank_split
-    from imgret.rerank import RerankConfig
+    from imgret.evaluation.evaluate import rerank_split
+    from imgret.retrieval.rerank import RerankConfig
 
     return rerank_split(q, db, RerankConfig())
 
@@ -145,7 +145,7 @@ def _rerank(q: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _head(
     x: np.ndarray, labels: list[str], apply_to: list[np.ndarray], lr: float | None = None
 ) -> list[np.ndarray]:
-    from imgret.finetune import FinetuneConfig, finetune_head
+    from imgret.training.finetune import FinetuneConfig, finetune_head
 
     head, _ = finetune_head(x, labels, FinetuneConfig(lr=lr, seed=SEED))
     with torch.inference_mode():
@@ -153,9 +153,10 @@ def _head(
 
 
 def run_bench(name: str, size: int, quick: bool, log: Any = print) -> dict[str, Any]:
-    from imgret.cluster import normalize
-    from imgret.embed import embed_files, load_embedder
-    from imgret.whiten import fit_whitening
+    from imgret.core.vectors import normalize
+    from imgret.models.embed import embed_files
+    from imgret.models.registry import load as load_embedder
+    from imgret.models.whitening import Whitening
 
     bench = _split(name, quick)
     log(f"[{name}] {len(bench.queries):,} queries, {len(bench.database):,} database images")
@@ -193,7 +194,7 @@ def run_bench(name: str, size: int, quick: bool, log: Any = print) -> dict[str, 
     q, db = emb["gem"]
     add("EfficientNet-Lite0, GeM pooling (p = 3), the default", "none", q, db, time.perf_counter())
     t0 = time.perf_counter()
-    whitening = fit_whitening(db, 512)  # what `imgret whiten --dim 512` fits
+    whitening = Whitening(512).fit(db)  # what `imgret whiten --dim 512` fits
     add(
         "GeM + PCA-whitening to 512 (fitted on the database)",
         "none",
@@ -202,7 +203,7 @@ def run_bench(name: str, size: int, quick: bool, log: Any = print) -> dict[str, 
         t0,
     )
     t0 = time.perf_counter()
-    from imgret.rerank import database_augmentation, query_expansion
+    from imgret.retrieval.rerank import database_augmentation, query_expansion
 
     add("GeM + alpha-QE (10 neighbours, alpha 3)", "none", query_expansion(q, db, 10, 3.0), db, t0)
     t0 = time.perf_counter()
@@ -215,7 +216,7 @@ def run_bench(name: str, size: int, quick: bool, log: Any = print) -> dict[str, 
 
     k = PSEUDO_CLUSTERS[name]
     t0 = time.perf_counter()
-    from imgret.finetune import PSEUDO_LABEL_LR, pseudo_labels
+    from imgret.training.finetune import PSEUDO_LABEL_LR, pseudo_labels
 
     # the head of `imgret finetune --pseudo-labels K`, then re-ranked
     hq, hdb = _head(db, pseudo_labels(db, k, seed=SEED), [q, db], lr=PSEUDO_LABEL_LR)
@@ -330,7 +331,7 @@ def main() -> None:
     t0 = time.perf_counter()
     results = [run_bench(n, a.size, a.quick) for n in a.only or ("caltech101", "cifar10")]
     text = render(results, command, time.perf_counter() - t0, a.threads)
-    from imgret.atomic import write_text
+    from imgret.core.atomic import write_text
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text(RESULTS / "pretrained.md", text)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from imgret.config import DEFAULT_OBJECTIVE
+from imgret.training.config import DEFAULT_OBJECTIVE
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -141,8 +141,8 @@ def _latency(
     embed_query, paths: list[str], database: np.ndarray, rank_args: dict
 ) -> tuple[float, float]:  # noqa: E501
     """p50, p95 in ms of one query image file -> embedding -> top 10 of the database."""
-    from imgret.cluster import normalize
-    from imgret.evaluate import rank
+    from imgret.core.vectors import normalize
+    from imgret.evaluation.evaluate import rank
 
     times = []
     for p in paths:
@@ -171,10 +171,13 @@ def _query_files(bench) -> list[str]:  # noqa: ANN001
 
 
 def run_bench(bench_name: str, quick: bool, log=print) -> list[Row]:  # noqa: ANN001
-    from imgret.benchmarks import load_benchmark
-    from imgret.cluster import elbow_curve, fit_kmeans, normalize
-    from imgret.embed import embed_files, load_embedder
-    from imgret.evaluate import PixelEmbedder, embed_split, evaluate_embeddings
+    from imgret.core.clustering import elbow_curve, fit_kmeans
+    from imgret.core.vectors import normalize
+    from imgret.data.benchmarks import load_benchmark
+    from imgret.evaluation.evaluate import embed_split, evaluate_embeddings
+    from imgret.models.embed import embed_files
+    from imgret.models.pixels import PixelEmbedder
+    from imgret.models.registry import load as load_embedder
 
     bench = load_benchmark(bench_name)
     map_k = bench.k_map or 100
@@ -242,7 +245,7 @@ def save_run(bench_name: str, rows: list[Row], run: dict[str, Any]) -> dict[str,
 
     Returns every protocol's record, this one included.
     """
-    from imgret.atomic import write_json
+    from imgret.core.atomic import write_json
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / ".quality_runs.lock", "w") as lock:
@@ -347,7 +350,7 @@ def main() -> None:
     )  # fmt: skip
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    from imgret.atomic import write_text
+    from imgret.core.atomic import write_text
 
     runs: dict[str, Any] = {}
     for name in a.only or ("fashion-mnist", "cifar10", "caltech101"):

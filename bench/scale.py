@@ -53,10 +53,11 @@ def prepare(log: list[str], train_images: int = 10_000, epochs: int = 3) -> Path
     """Train the autoencoder and embed database and queries, unless cached -> the model folder."""
     import torch
 
-    from imgret.config import ModelConfig, TrainConfig
-    from imgret.embed import embed_source
-    from imgret.sources import ImageSource
-    from imgret.train import train_autoencoder
+    from imgret.data.sources import ImageSource
+    from imgret.models.config import ModelConfig
+    from imgret.models.embed import embed_source
+    from imgret.training.config import TrainConfig
+    from imgret.training.trainer import train_autoencoder
 
     WORK.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -69,13 +70,13 @@ def prepare(log: list[str], train_images: int = 10_000, epochs: int = 3) -> Path
         t0 = time.perf_counter()
         train_autoencoder(
             src, ModelConfig(image_size=32, channels=3, embedding_dim=512, width=32),
-            TrainConfig(epochs=epochs, seed=SEED, workers=2), model_dir, device="cpu",
-            progress=False, log=lambda s: None,
+            TrainConfig(objective="reconstruction", epochs=epochs, seed=SEED, workers=2),
+            model_dir, device="cpu", progress=False, log=lambda s: None,
         )  # fmt: skip
         log.append(f"trained the autoencoder in {time.perf_counter() - t0:.0f} s")
     else:
         log.append(f"autoencoder reused from {model_dir.relative_to(ROOT)}")
-    from imgret.checkpoint import load_model
+    from imgret.models.autoencoder import load_model
 
     model, _ = load_model(model_dir)
     for name, paths in (("queries", queries), ("database", database)):
@@ -139,8 +140,9 @@ def exact(x: np.ndarray, q: np.ndarray, k: int = 10) -> tuple[float, np.ndarray]
 
 
 def ann_table(x: np.ndarray, q: np.ndarray, truth: np.ndarray, kinds: dict) -> list[list[str]]:
-    """Build each index kind with imgret.index (as a collection does) and search it."""
-    from imgret.index import (
+    """Build each index kind with imgret.store.index_files (as a collection does), search it."""
+    from imgret.retrieval.faiss_search import search_index
+    from imgret.store.index_files import (
         RERANKED,
         IndexSettings,
         LoadedIndex,
@@ -148,7 +150,6 @@ def ann_table(x: np.ndarray, q: np.ndarray, truth: np.ndarray, kinds: dict) -> l
         index_memory_bytes,
         plan_index,
         plan_to_meta,
-        search_index,
     )  # fmt: skip
 
     rows = np.arange(len(x), dtype=np.int64)
@@ -182,8 +183,9 @@ def ann_table(x: np.ndarray, q: np.ndarray, truth: np.ndarray, kinds: dict) -> l
 
 def cluster_table(x: np.ndarray, q: np.ndarray, truth: np.ndarray, flat_rate: float) -> tuple:
     """The classic design: K from the elbow (as `imgret cluster`), IVF over those centroids."""
-    from imgret.cluster import Clustering, elbow_curve, fit_kmeans
-    from imgret.index import cluster_index, nearest_centroids, search_cluster_index
+    from imgret.core.clustering import Clustering, elbow_curve, fit_kmeans
+    from imgret.core.vectors import nearest_centroids
+    from imgret.retrieval.faiss_search import cluster_index, search_cluster_index
 
     rng = np.random.default_rng(SEED)
     sample = x[np.sort(rng.choice(len(x), min(len(x), 100_000), replace=False))]
@@ -220,9 +222,12 @@ def latency(model_dir: Path, n: int, queries: int = 200) -> list[list[str]]:
 
     import torch
 
-    from imgret.collection import Collection
-    from imgret.embed import describe_embedder, embed_files, load_embedder
-    from imgret.search import results_for, search_embeddings
+    from imgret.models.embed import embed_files
+    from imgret.models.registry import describe as describe_embedder
+    from imgret.models.registry import load as load_embedder
+    from imgret.retrieval.results import results_for
+    from imgret.retrieval.searcher import Searcher
+    from imgret.store.opening import create_collection, open_collection
 
     base = np.load(WORK / "database.npy")  # autoencoder space: queries embed alike
     rng = np.random.default_rng(SEED)
@@ -235,24 +240,25 @@ def latency(model_dir: Path, n: int, queries: int = 200) -> list[list[str]]:
     embedder = load_embedder(model_dir)
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
         t0 = time.perf_counter()
-        coll = Collection.create(
+        coll = create_collection(
             Path(tmp) / "coll", model=describe_embedder(model_dir, embedder), source="synthetic",
             keys=keys, labels=[None] * n, embeddings=emb,
         )  # fmt: skip
         build = time.perf_counter() - t0
         del emb
-        coll = Collection.load(coll.path)
+        coll = open_collection(coll.path)
         files = cifar_split()[1][:queries]
         rows = []
         for mode in ("exact", "index"):
-            search_embeddings(coll, embed_files(embedder, files[:1]), 10, mode)  # warm up
+            searcher = Searcher(coll)
+            searcher.search(embed_files(embedder, files[:1]), 10, mode=mode)  # warm up
             embed_ms, total_ms = [], []
             for f in files:
                 t0 = time.perf_counter()
                 with torch.inference_mode():
                     qv = embed_files(embedder, [f])
                 t1 = time.perf_counter()
-                scores, ids, clusters = search_embeddings(coll, qv, 10, mode)
+                scores, ids, clusters = searcher.search(qv, 10, mode=mode)
                 results_for(coll, [f], scores, ids, clusters)
                 t2 = time.perf_counter()
                 embed_ms.append((t1 - t0) * 1e3)
@@ -306,7 +312,7 @@ def main() -> None:
     import faiss
     import torch
 
-    from imgret.index import set_threads
+    from imgret.store.index_files import set_threads
 
     set_threads()
     load0 = os.getloadavg()[0]
@@ -365,8 +371,9 @@ in one batch, best of 2 runs; build = training + adding, on the same cores.
 ### Index kinds on {n:,} x 512 embeddings
 
 Exact search (FAISS flat, the baseline): **{flat_rate:,.0f} queries/s** at the start,
-{flat_again:,.0f} after the index runs. Every index below was built by `imgret.index.build_index`
-(what a collection uses; ids = rows) and searched by `imgret.index.search_index`; ivfsq and
+{flat_again:,.0f} after the index runs. Every index below was built by
+`imgret.store.index_files.build_index` (what a collection uses; ids = rows) and searched by
+`imgret.retrieval.faiss_search.search_index`; ivfsq and
 ivfpq candidates are re-ranked with the exact embeddings (held in memory here; a collection reads
 them memory-mapped from its chunks). Memory: the FAISS index as serialized.
 
@@ -390,7 +397,7 @@ them memory-mapped from its chunks). Memory: the FAISS index as serialized.
 K = {k} from the elbow of the KMeans inertia curve (K = 2..20 on 3,000 embeddings, as
 `imgret cluster` does), KMeans fitted on 100,000 embeddings and every embedding assigned to its
 nearest centroid (cluster sizes {sizes.min():,} to {sizes.max():,}); the search is an
-IVF-Flat over those {k} centroids (`imgret.index.cluster_index`, built in
+IVF-Flat over those {k} centroids (`imgret.retrieval.faiss_search.cluster_index`, built in
 {cluster_seconds:.0f} s with the clustering); nprobe = clusters searched; one run each.
 Speed-up against the exact baseline (the mean of its two runs), which uses BLAS matrix products
 over the whole batch while IVF scans each query's lists one by one.
@@ -399,10 +406,10 @@ over the whole batch while IVF scans each query's lists one by one.
 
 ### Single-query latency, image file to ranked results, 100,000-image collection
 
-A collection written with `Collection.create` (autoencoder embeddings of the 59,000 database
+A collection written with `create_collection` (autoencoder embeddings of the 59,000 database
 images plus noisy copies up to 100,000; index kind `auto`), loaded from disk; then for each of
 200 CIFAR-10 query JPEGs, one at a time: decode, resize, autoencoder forward pass
-(`embed_files`), `search_embeddings` (k = 10), `results_for`. The model and collection are
+(`embed_files`), `Searcher.search` (k = 10), `results_for`. The model and collection are
 loaded once, as a server would. Milliseconds.
 
 {table(["mode", "index", "decode + embed p50", "total p50", "total p95"], lat)}

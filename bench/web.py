@@ -51,18 +51,21 @@ def build_collection(seed: int = 0) -> Path:
     """The 10,000-image collection (train, embed, cluster), made once in bench-out/web/."""
     coll_dir = WORK / "collection"
     if (coll_dir / "collection.json").exists():
-        from imgret.collection import Collection
+        from imgret.store.opening import create_collection, open_collection
 
-        if len(Collection.load(coll_dir)) == len(CLASSES) * PER_CLASS:
+        if len(open_collection(coll_dir)) == len(CLASSES) * PER_CLASS:
             return coll_dir
     import torch
 
-    from imgret.collection import Collection
-    from imgret.config import ModelConfig, TrainConfig
-    from imgret.embed import describe_embedder, embed_source, load_embedder
-    from imgret.pipeline import cluster
-    from imgret.sources import ImageSource
-    from imgret.train import train_autoencoder
+    from imgret.data.sources import ImageSource
+    from imgret.jobs.cluster import cluster
+    from imgret.models.config import ModelConfig
+    from imgret.models.embed import embed_source
+    from imgret.models.registry import describe as describe_embedder
+    from imgret.models.registry import load as load_embedder
+    from imgret.store.opening import create_collection, open_collection
+    from imgret.training.config import TrainConfig
+    from imgret.training.trainer import train_autoencoder
 
     torch.set_num_threads(2)
     keys, labels = [], []
@@ -77,7 +80,7 @@ def build_collection(seed: int = 0) -> Path:
         train_autoencoder(
             source,
             ModelConfig(image_size=32, channels=3, embedding_dim=128, width=16),
-            TrainConfig(epochs=2, seed=seed, workers=2),
+            TrainConfig(objective="reconstruction", epochs=2, seed=seed, workers=2),
             model_dir,
             device="cpu",
             progress=False,
@@ -87,7 +90,7 @@ def build_collection(seed: int = 0) -> Path:
     embedder = load_embedder(model_dir)
     result = embed_source(embedder, source, batch_size=256, workers=2, progress=False)
     kept = source.subset(result.positions)
-    Collection.create(
+    create_collection(
         coll_dir,
         model=describe_embedder(model_dir, embedder),
         source=str(CIFAR / "train"),
@@ -120,15 +123,17 @@ def in_process_baseline(coll_dir: Path, queries: list[tuple[str, bytes]]) -> dic
     import torch
     from threadpoolctl import threadpool_limits
 
-    from imgret.collection import Collection
-    from imgret.embed import embed_images, load_embedder
-    from imgret.search import search_embeddings
+    from imgret.models.embed import embed_images
+    from imgret.models.registry import load as load_embedder
+    from imgret.retrieval.searcher import Searcher
+    from imgret.store.opening import open_collection
     from imgret.web.uploads import decode_upload
 
     torch.set_num_threads(1)  # as the server's --threads 1
     threadpool_limits(1, user_api="blas")
-    coll = Collection.load(coll_dir)
+    coll = open_collection(coll_dir)
     embedder = load_embedder(coll.model["ref"])
+    searcher = Searcher(coll)
     lat = []
     t_start = time.perf_counter()
     for i in range(200):
@@ -136,7 +141,7 @@ def in_process_baseline(coll_dir: Path, queries: list[tuple[str, bytes]]) -> dic
         t0 = time.perf_counter()
         img = decode_upload(data, max_bytes=1 << 30, max_pixels=1 << 30)
         q = embed_images(embedder, [img])
-        search_embeddings(coll, q, K, "exact" if i % 2 == 0 else "cluster")
+        searcher.search(q, K, mode="exact" if i % 2 == 0 else "cluster")
         lat.append((time.perf_counter() - t0) * 1000)
     wall = time.perf_counter() - t_start
     return {"requests": len(lat), "seconds": wall, "latencies": lat, "errors": 0}
@@ -251,9 +256,9 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     coll_dir = build_collection()
-    from imgret.collection import Collection
+    from imgret.store.opening import open_collection
 
-    n_items = len(Collection.load(coll_dir))
+    n_items = len(open_collection(coll_dir))
     queries = query_images()
     print("in-process baseline", flush=True)
     base_run = in_process_baseline(coll_dir, queries)

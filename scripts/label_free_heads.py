@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgret.cluster import normalize
-from imgret.evaluate import evaluate_embeddings, rerank_split
-from imgret.finetune import PSEUDO_LABEL_LR, FinetuneConfig, finetune_head, pseudo_labels
-from imgret.rerank import RerankConfig
+from imgret.core.vectors import normalize
+from imgret.evaluation.evaluate import evaluate_embeddings, rerank_split
+from imgret.retrieval.rerank import RerankConfig
+from imgret.training.finetune import PSEUDO_LABEL_LR, FinetuneConfig, finetune_head, pseudo_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench-out" / "pretrained"
@@ -55,7 +55,7 @@ def say(line: str) -> None:
 
 def save(command: str, seconds: float, threads: int) -> None:
     """Keep this command's output (the last run of each command) and render the section."""
-    from imgret.atomic import read_json, write_json, write_text
+    from imgret.core.atomic import read_json, write_json, write_text
 
     log_path = RESULTS / "label_free_heads.json"
     log = read_json(log_path) if log_path.exists() else {}

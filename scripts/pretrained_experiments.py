@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from imgret.pretrained import load_pretrained, pool_feature_map
+from imgret.models.pretrained import load_pretrained, pool_feature_map
 
 CALTECH = Path("/work/shared/datasets/caltech101")
 CIFAR = Path("/work/shared/datasets/cifar10")

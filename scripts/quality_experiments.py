@@ -27,12 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgret.atomic import read_json, write_json
-from imgret.benchmarks import load_benchmark
-from imgret.config import ModelConfig, TrainConfig
-from imgret.evaluate import evaluate_embeddings
-from imgret.sources import ImageSource
-from imgret.train import decode_all, fit_whitening, train_autoencoder
+from imgret.core.atomic import read_json, write_json
+from imgret.data.benchmarks import load_benchmark
+from imgret.data.loader import decode_all
+from imgret.data.sources import ImageSource
+from imgret.evaluation.evaluate import evaluate_embeddings
+from imgret.models.config import ModelConfig
+from imgret.models.whitening import whitening_matrix as fit_whitening
+from imgret.training.config import TrainConfig
+from imgret.training.trainer import train_autoencoder
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path("/tmp/imgret_quality")
@@ -200,7 +203,7 @@ def knn_mlp(a: argparse.Namespace, command: str) -> None:
                                torch.nn.Linear(512, 128))  # fmt: skip
     opt = torch.optim.Adam([*net.parameters(), *head.parameters()], 1e-3)
     xt = torch.from_numpy(x)
-    from imgret.train import nt_xent
+    from imgret.training.trainer import nt_xent
 
     for _ in range(a.epochs):
         perm = torch.randperm(len(x), generator=gen)
@@ -225,9 +228,9 @@ def knn_mlp(a: argparse.Namespace, command: str) -> None:
 
 def rerank(a: argparse.Namespace, command: str) -> None:
     """An already trained model (`imgret train` output) scored plain and with `--rerank`."""
-    from imgret.embed import load_embedder
-    from imgret.evaluate import rerank_split
-    from imgret.rerank import RerankConfig
+    from imgret.evaluation.evaluate import rerank_split
+    from imgret.models.registry import load as load_embedder
+    from imgret.retrieval.rerank import RerankConfig
 
     torch.set_num_threads(a.threads)
     data = cached_split(a.bench)

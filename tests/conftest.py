@@ -6,27 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-
-def _pattern(kind: str, rng: np.random.Generator, size: int = 40) -> Image.Image:
-    """A noisy image of one of four easy-to-tell classes."""
-    y, x = np.mgrid[0:size, 0:size] / size
-    if kind == "red":
-        arr = np.stack([np.full_like(x, 0.9), x * 0.2, y * 0.2], -1)
-    elif kind == "blue":
-        arr = np.stack([x * 0.2, y * 0.2, np.full_like(x, 0.9)], -1)
-    elif kind == "stripes":
-        v = (np.sin(x * 25) > 0).astype(float)
-        arr = np.stack([v, v, v], -1)
-    else:  # "disc"
-        v = (((x - 0.5) ** 2 + (y - 0.5) ** 2) < 0.1).astype(float)
-        arr = np.stack([v * 0.2, v, v * 0.2], -1)
-    arr = np.clip(arr + rng.normal(0, 0.05, arr.shape), 0, 1)
-    return Image.fromarray((arr * 255).astype(np.uint8))
-
-
-CLASSES = ("red", "blue", "stripes", "disc")
+from helpers import CLASSES, pattern_image
 
 
 @pytest.fixture
@@ -38,7 +18,7 @@ def image_folder(tmp_path: Path) -> Path:
         folder = root / ("more" if cls == "disc" else "") / cls
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(6):
-            img = _pattern(cls, rng)
+            img = pattern_image(cls, rng)
             if cls == "stripes" and i == 0:
                 img = img.convert("L")  # a grayscale image
             if cls == "blue" and i == 0:

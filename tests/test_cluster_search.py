@@ -2,11 +2,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import rank
 
-from imgret.cluster import elbow_curve, find_elbow, fit_kmeans, normalize
-from imgret.collection import Collection
-from imgret.errors import UserError
-from imgret.search import search_embeddings, top_k
+from imgret.core.clustering import elbow_curve, find_elbow, fit_kmeans
+from imgret.core.errors import UserError
+from imgret.core.vectors import normalize, top_k
+from imgret.store.collection import Collection
+from imgret.store.opening import create_collection, open_collection
 
 
 def test_find_elbow_by_hand() -> None:
@@ -43,7 +45,7 @@ def test_top_k_pads_with_minus_one() -> None:
 
 def _collection(tmp_path: Path) -> Collection:
     emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [-1, 0]], np.float32)
-    coll = Collection.create(
+    coll = create_collection(
         tmp_path / "c", model={"ref": "m", "name": "x", "embedding_dim": 2, "image_size": 8,
                                "channels": 1},
         source="s", keys=[f"k{i}" for i in range(5)], labels=list("aabbc"), embeddings=emb,
@@ -53,7 +55,7 @@ def _collection(tmp_path: Path) -> Collection:
 
 def test_exact_search_by_hand(tmp_path: Path) -> None:
     coll = _collection(tmp_path)
-    scores, ids, clusters = search_embeddings(coll, np.array([[2.0, 0.0]]), k=3)
+    scores, ids, clusters = rank(coll, np.array([[2.0, 0.0]]), k=3)
     assert ids.tolist() == [[0, 1, 3]] and clusters is None
     cos = 0.9 / np.hypot(0.9, 0.1)
     assert scores[0].tolist() == pytest.approx([1.0, cos, 0.1 / np.hypot(0.1, 0.9)], rel=1e-5)
@@ -62,10 +64,10 @@ def test_exact_search_by_hand(tmp_path: Path) -> None:
 def test_cluster_search_stays_in_the_query_cluster(tmp_path: Path) -> None:
     coll = _collection(tmp_path)
     with pytest.raises(UserError, match="not clustered"):
-        search_embeddings(coll, np.array([[1.0, 0.0]]), mode="cluster")
+        rank(coll, np.array([[1.0, 0.0]]), mode="cluster")
     clustering = fit_kmeans(coll.embeddings, 3, seed=0)
     coll.save_clustering(clustering)
-    scores, ids, clusters = search_embeddings(coll, np.array([[1.0, 0.05]]), k=5, mode="cluster")
+    scores, ids, clusters = rank(coll, np.array([[1.0, 0.05]]), k=5, mode="cluster")
     members = set(np.flatnonzero(clustering.assignments == clusters[0]))
     assert set(ids[0][ids[0] >= 0]) == members == {0, 1}
     assert ids[0].tolist()[2:] == [-1, -1, -1]
@@ -74,16 +76,16 @@ def test_cluster_search_stays_in_the_query_cluster(tmp_path: Path) -> None:
 def test_collection_round_trip_and_model_check(tmp_path: Path) -> None:
     coll = _collection(tmp_path)
     coll.save_clustering(fit_kmeans(coll.embeddings, 2, seed=0))
-    again = Collection.load(tmp_path / "c")
+    again = open_collection(tmp_path / "c")
     assert again.keys == coll.keys and again.labels == coll.labels
     assert np.allclose(np.linalg.norm(again.embeddings, axis=1), 1.0)
     assert again.clustering is not None and again.clustering.k == 2
     with pytest.raises(UserError, match="embedding_dim"):
         again.check_model({**again.model, "embedding_dim": 3})
     with pytest.raises(UserError, match="not an imgret collection"):
-        Collection.load(tmp_path)
+        open_collection(tmp_path)
 
 
 def test_wrong_query_dimension_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="dimension"):
-        search_embeddings(_collection(tmp_path), np.ones((1, 3)))
+        rank(_collection(tmp_path), np.ones((1, 3)))

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_collection_indexing import _model
+from helpers import make_tiny_model
 
 from imgret.cli import main
 
@@ -19,7 +19,7 @@ def run(*args: object) -> int:
 def test_index_search_duplicates_remove(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = _model(tmp_path / "model")
+    model = make_tiny_model(tmp_path / "model")
     shutil.copy(image_folder / "red" / "02.png", image_folder / "red" / "copy-of-02.png")
     coll = tmp_path / "coll"
     assert run("index", image_folder, "--out", coll, "--model", model, "--workers", "0") == 0

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import rank
 
-from imgret.cluster import fit_kmeans, normalize
-from imgret.collection import Collection
-from imgret.index import IndexSettings, choose_kind, ivf_lists, plan_index
-from imgret.search import (
-    find_duplicates,
-    resolve_items,
-    search_embeddings,
-    search_items,
-    top_k,
-)  # fmt: skip
-from imgret.store import Item
+from imgret.core.clustering import fit_kmeans
+from imgret.core.errors import UserError
+from imgret.core.vectors import normalize, top_k
+from imgret.retrieval.duplicates import find_duplicates
+from imgret.retrieval.queries import search_items
+from imgret.retrieval.results import resolve_items
+from imgret.retrieval.searcher import Searcher
+from imgret.store.collection import Collection
+from imgret.store.index_files import IndexSettings, choose_kind, ivf_lists, plan_index
+from imgret.store.metadata import Item
+from imgret.store.opening import create_collection, open_collection, upgrade_collection
 
 MODEL = {"ref": "m", "name": "x", "embedding_dim": 32, "image_size": 8, "channels": 1}
 
@@ -32,7 +33,7 @@ def _data(n: int = 3000, dim: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def _make(tmp_path: Path, x: np.ndarray, kind: str = "auto", name: str = "c", **kw) -> Collection:
-    return Collection.create(
+    return create_collection(
         tmp_path / name, model=MODEL, source="s", keys=[f"k{i}" for i in range(len(x))],
         labels=[None] * len(x), embeddings=x, settings=IndexSettings(kind=kind, **kw),
     )  # fmt: skip
@@ -67,17 +68,17 @@ def test_each_index_kind_against_exact(tmp_path: Path, kind: str, least_recall: 
     meta = json.loads((tmp_path / "c" / "index.json").read_text())
     assert meta["kind"] == kind and (tmp_path / "c" / meta["file"]).exists()
     queries = _data(200, seed=1)
-    _, truth, _ = search_embeddings(coll, queries, 10, "exact")
-    scores, found, _ = search_embeddings(coll, queries, 10, "index")
+    _, truth, _ = rank(coll, queries, 10, "exact")
+    scores, found, _ = rank(coll, queries, 10, "index")
     assert _recall(found, truth) >= least_recall
     # Scores are exact cosines of the ids found, best first.
     cos = np.einsum("qd,qkd->qk", queries, coll.embeddings[found])
     assert np.allclose(scores, cos, atol=1e-4) and np.all(np.diff(scores, axis=1) <= 1e-6)
     if kind.startswith("ivf"):  # every list scanned: the candidates are all there
-        _, full, _ = search_embeddings(coll, queries, 10, "index", nprobe=10_000)
+        _, full, _ = rank(coll, queries, 10, "index", nprobe=10_000)
         assert _recall(full, truth) >= (1.0 if kind == "ivf" else 0.97)
-    again = Collection.load(tmp_path / "c")
-    assert np.array_equal(search_embeddings(again, queries, 10, "index")[1], found)
+    again = open_collection(tmp_path / "c")
+    assert np.array_equal(rank(again, queries, 10, "index")[1], found)
 
 
 def _brute_force_cluster(coll: Collection, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +97,7 @@ def test_cluster_mode_is_ivf_over_the_users_centroids(tmp_path: Path) -> None:
     coll = _make(tmp_path, x)
     coll.save_clustering(fit_kmeans(x, 12, seed=0))
     queries = _data(100, seed=2)
-    scores, ids, clusters = search_embeddings(coll, queries, 15, "cluster")
+    scores, ids, clusters = rank(coll, queries, 15, "cluster")
     want_scores, want_ids = _brute_force_cluster(coll, queries, 15)
     assert np.array_equal(ids, want_ids)
     assert np.allclose(scores[ids >= 0], want_scores[want_ids >= 0], atol=1e-5)
@@ -106,8 +107,8 @@ def test_cluster_mode_is_ivf_over_the_users_centroids(tmp_path: Path) -> None:
         for i, c in zip(ids, clusters, strict=True)
     )
     # nprobe = K searches every cluster: exact search.
-    _, all_ids, _ = search_embeddings(coll, queries, 15, "cluster", nprobe=12)
-    assert np.array_equal(all_ids, search_embeddings(coll, queries, 15, "exact")[1])
+    _, all_ids, _ = rank(coll, queries, 15, "cluster", nprobe=12)
+    assert np.array_equal(all_ids, rank(coll, queries, 15, "exact")[1])
 
 
 def test_new_items_get_their_nearest_cluster(tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_new_items_get_their_nearest_cluster(tmp_path: Path) -> None:
     coll = _make(tmp_path, x[:400])
     coll.save_clustering(fit_kmeans(x[:400], 5, seed=0))
     coll.append(x[400:], [Item(f"n{i}", -1, None, None, None, None) for i in range(100)])
-    c = Collection.load(tmp_path / "c").clustering
+    c = open_collection(tmp_path / "c").clustering
     assert c is not None and len(c.assignments) == 500
     d = ((x[400:, None, :] - c.centroids[None]) ** 2).sum(-1)
     assert np.array_equal(c.assignments[400:], np.argmin(d, axis=1))
@@ -127,16 +128,16 @@ def test_search_stays_current_while_the_index_lags(tmp_path: Path, kind: str) ->
     coll = _make(tmp_path, x[:1500], kind)
     coll.remove_keys([f"k{i}" for i in range(0, 1500, 3)])  # index not refreshed yet
     coll.append(x[1500:], [Item(f"new{i}", -1, None, None, None, None) for i in range(500)])
-    coll = Collection.load(tmp_path / "c")
+    coll = open_collection(tmp_path / "c")
     add, drop = coll.index_delta()
     assert (len(add), len(drop)) == (500, 500)
     queries = _data(100, seed=3)
-    _, truth, _ = search_embeddings(coll, queries, 10, "exact")
-    _, found, _ = search_embeddings(coll, queries, 10, "index", nprobe=10_000)
+    _, truth, _ = rank(coll, queries, 10, "exact")
+    _, found, _ = rank(coll, queries, 10, "index", nprobe=10_000)
     assert _recall(found, truth) >= 0.95  # removed ones filtered, new ones found
     assert coll.refresh_index() in ("updated", "rebuilt")
     assert coll.index_delta()[0].size == 0
-    _, found, _ = search_embeddings(Collection.load(tmp_path / "c"), queries, 10, "index",
+    _, found, _ = rank(open_collection(tmp_path / "c"), queries, 10, "index",
                                     nprobe=10_000)  # fmt: skip
     assert _recall(found, truth) >= 0.95
     files = sorted(p.name for p in (tmp_path / "c").glob("index-*"))
@@ -148,20 +149,20 @@ def test_query_by_item_and_duplicates(tmp_path: Path) -> None:
     x[7] = x[100]  # an exact copy
     coll = _make(tmp_path, x)
     assert resolve_items(coll, ["k7", "100"]) == [7, 100]
-    result = search_items(coll, [7], k=3)[0]
+    result = search_items(Searcher(coll), [7], k=3)[0]
     assert (
         result.query == "k7"
         and result.hits[0].key == "k100"
         and 7 not in [h.id for h in result.hits]
     )
     assert result.hits[0].score == pytest.approx(1.0, abs=1e-5)
-    pairs = find_duplicates(coll, 0.9999)
+    pairs = find_duplicates(Searcher(coll), 0.9999)
     assert [(p.a, p.b) for p in pairs] == [(7, 100)]
     with pytest.raises(Exception, match="not in"):
         resolve_items(coll, ["nope"])
 
 
-def test_a_format_1_collection_is_upgraded(tmp_path: Path) -> None:
+def test_a_format_1_collection_is_upgraded_by_writers_only(tmp_path: Path) -> None:
     old = tmp_path / "old"
     old.mkdir()
     emb = _data(20)
@@ -172,8 +173,11 @@ def test_a_format_1_collection_is_upgraded(tmp_path: Path) -> None:
         "format": "imgret-collection", "version": 1, "model": MODEL, "source": "s",
         "metric": "cosine", "count": 20, "dim": 32, "skipped": [],
     }))  # fmt: skip
-    coll = Collection.load(old)
+    with pytest.raises(UserError, match="imgret index"):
+        open_collection(old)  # a read never rewrites the files
+    assert json.loads((old / "collection.json").read_text())["version"] == 1
+    coll = upgrade_collection(old)
     assert len(coll) == 20 and coll.labels == ["a"] * 20 and np.allclose(coll.embeddings, emb)
     assert json.loads((old / "collection.json").read_text())["version"] == 2
     assert not (old / "embeddings.npy").exists()
-    assert len(Collection.load(old)) == 20
+    assert len(open_collection(old)) == 20

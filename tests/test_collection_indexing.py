@@ -12,34 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import make_tiny_model, rank
 from PIL import Image
 
-from imgret.checkpoint import save_model
-from imgret.collection import FORMAT_VERSION, Collection
-from imgret.config import ModelConfig
-from imgret.embed import embed_files, load_embedder
-from imgret.errors import UserError
-from imgret.indexing import IndexJobConfig, add_paths, index_folder, remove_paths
-from imgret.model import ConvAutoencoder
-from imgret.search import search_embeddings
+from imgret.core.errors import UserError
+from imgret.jobs.index import IndexJobConfig, add_paths, index_folder, remove_paths
+from imgret.models import registry
+from imgret.models.embed import embed_files
+from imgret.store.collection import FORMAT_VERSION
+from imgret.store.opening import open_collection
 
 JOB = IndexJobConfig(batch_size=4, workers=0, chunk_rows=5)
 QUIET = {"progress": False, "log": lambda _: None}
 
 
-def _model(path: Path, dim: int = 16, seed: int = 0) -> Path:
-    """A small untrained autoencoder, its embedding bias zeroed so images embed apart."""
-    torch.manual_seed(seed)
-    model = ConvAutoencoder(ModelConfig(image_size=16, channels=3, embedding_dim=dim, width=4))
-    torch.nn.init.zeros_(model.to_embedding.bias)
-    save_model(model, path)
-    return path
-
-
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
-    return _model(tmp_path / "model")
+    return make_tiny_model(tmp_path / "model")
 
 
 def _index(folder: Path, coll: Path, model: Path | None = None, **kw):  # noqa: ANN202
@@ -51,13 +40,13 @@ def test_index_then_reindex_costs_nothing(image_folder: Path, model: Path, tmp_p
     first = _index(image_folder, coll_dir, model)
     assert (first.added, first.updated, first.removed, first.count) == (24, 0, 0, 24)
     assert len(first.failed) == 3 and first.index == "rebuilt"  # corrupt, empty, fake
-    coll = Collection.load(coll_dir)
+    coll = open_collection(coll_dir)
     assert json.loads((coll_dir / "collection.json").read_text())["version"] == FORMAT_VERSION
     assert len(list((coll_dir / "embeddings").glob("chunk-*.npy"))) == 5  # 24 in chunks of 5
     item = coll.store.get(str(image_folder / "red" / "00.png"))
     assert item is not None and item.label == "red" and len(item.sha256 or "") == 64
     # The stored embeddings are the model's, in key order.
-    fresh = embed_files(load_embedder(model), [coll.keys[3]])[0]
+    fresh = embed_files(registry.load(model), [coll.keys[3]])[0]
     assert np.allclose(coll.embeddings[3], fresh / np.linalg.norm(fresh), atol=1e-5)
 
     again = _index(image_folder, coll_dir)  # the collection's model, nothing to do
@@ -83,12 +72,12 @@ def test_changes_in_the_folder_are_followed(
 
     report = _index(image_folder, coll_dir)
     assert (report.added, report.updated, report.removed, report.unchanged) == (1, 1, 1, 22)
-    coll = Collection.load(coll_dir)
+    coll = open_collection(coll_dir)
     assert len(coll) == 24 and str(gone) not in coll.keys and str(new) in coll.keys
     assert coll.store.get(str(new)).label == "new"  # type: ignore[union-attr]
     # The index follows: the new file finds itself and its identical twin first.
     q = coll.embeddings[coll.keys.index(str(new))][None]
-    scores, ids, _ = search_embeddings(coll, q, 2, "index")
+    scores, ids, _ = rank(coll, q, 2, "index")
     found = {coll.keys[i] for i in ids[0]}
     assert found == {str(new), str(image_folder / "blue" / "02.png")}
     assert scores[0] == pytest.approx([1.0, 1.0], abs=1e-5)
@@ -97,7 +86,7 @@ def test_changes_in_the_folder_are_followed(
 def test_add_and_remove_paths(image_folder: Path, model: Path, tmp_path: Path) -> None:
     coll_dir = tmp_path / "coll"
     _index(image_folder / "red", coll_dir, model)
-    assert len(Collection.load(coll_dir)) == 6
+    assert len(open_collection(coll_dir)) == 6
     report = add_paths(coll_dir, [image_folder / "blue", image_folder / "stripes" / "01.png"],
                        config=JOB, **QUIET)  # fmt: skip
     assert (report.added, report.count) == (7, 13)
@@ -105,7 +94,7 @@ def test_add_and_remove_paths(image_folder: Path, model: Path, tmp_path: Path) -
     report = remove_paths(coll_dir, [image_folder / "blue", image_folder / "red" / "00.png"],
                           log=lambda _: None)  # fmt: skip
     assert (report.removed, report.count) == (7, 6)
-    coll = Collection.load(coll_dir)
+    coll = open_collection(coll_dir)
     assert (
         not any("/blue/" in k for k in coll.keys)
         and str(image_folder / "red" / "00.png") not in coll.keys
@@ -138,22 +127,22 @@ def test_kill_9_at_any_point_then_resume_loses_no_finished_work(
         ("index-written:1", 24, 5),  # all committed, new index file written, not yet current
     ]
     for crash_at, committed, files in steps:
-        before = len(Collection.load(coll_dir)) if coll_dir.exists() else 0
+        before = len(open_collection(coll_dir)) if coll_dir.exists() else 0
         killed = _run_index(image_folder, coll_dir, model, crash_at)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert f"removed, {before} unchanged" in killed.stderr  # resumed where the last one died
-        survived = Collection.load(coll_dir)  # whatever the moment, the collection loads
+        survived = open_collection(coll_dir)  # whatever the moment, the collection loads
         assert len(survived) == committed and len(list(chunks.glob("*"))) == files
-        _, ids, _ = search_embeddings(survived, survived.embeddings[:1], 3, "index")
+        _, ids, _ = rank(survived, survived.embeddings[:1], 3, "index")
         assert ids[0, 0] == 0
 
     resumed = _run_index(image_folder, coll_dir, model, None)
     assert resumed.returncode == 0, resumed.stderr
     assert "0 added" in resumed.stdout and "24 unchanged" in resumed.stdout
-    coll = Collection.load(coll_dir)
+    coll = open_collection(coll_dir)
     assert len(coll) == 24 and coll.index is not None and coll.index_delta()[0].size == 0
     assert len(list(chunks.glob("*"))) == 5  # the uncommitted chunk file was removed
-    clean = Collection.load(_index(image_folder, tmp_path / "clean", model).collection_dir)
+    clean = open_collection(_index(image_folder, tmp_path / "clean", model).collection_dir)
     assert coll.keys == clean.keys
     assert np.allclose(coll.embeddings, clean.embeddings, atol=1e-6)
 
@@ -163,10 +152,10 @@ def test_a_mismatched_collection_is_refused(
 ) -> None:
     coll_dir = tmp_path / "coll"
     _index(image_folder / "red", coll_dir, model)
-    other = _model(tmp_path / "other", dim=8)
+    other = make_tiny_model(tmp_path / "other", dim=8)
     with pytest.raises(UserError, match="made with model"):
         _index(image_folder / "red", coll_dir, other)
-    _model(model, seed=1)  # the same folder, trained again: other weights
+    make_tiny_model(model, seed=1)  # the same folder, trained again: other weights
     with pytest.raises(UserError, match="other weights"):
         _index(image_folder / "blue", coll_dir)
     with pytest.raises(UserError, match="other weights"):
@@ -174,6 +163,6 @@ def test_a_mismatched_collection_is_refused(
     info = json.loads((coll_dir / "collection.json").read_text())
     (coll_dir / "collection.json").write_text(json.dumps({**info, "version": FORMAT_VERSION + 1}))
     with pytest.raises(UserError, match="newer imgret"):
-        Collection.load(coll_dir)
+        open_collection(coll_dir)
     with pytest.raises(UserError, match="no collection there yet"):
         _index(image_folder, tmp_path / "new")

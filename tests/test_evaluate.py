@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgret.benchmarks import first_per_class, labelled_split, load_benchmark
 from imgret.cli import main
-from imgret.errors import UserError
-from imgret.evaluate import evaluate, evaluate_embeddings, rank, write_evaluation
+from imgret.core.errors import UserError
+from imgret.data.benchmarks import first_per_class, labelled_split, load_benchmark
+from imgret.evaluation.evaluate import evaluate, evaluate_embeddings, rank
+from imgret.evaluation.report import write_evaluation
 
 
 def test_rank_orders_by_cosine_excludes_self_and_keeps_database_order_on_ties() -> None:

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from imgret.cli import main
-from imgret.errors import UserError
-from imgret.finetune import (
+from imgret.core.errors import UserError
+from imgret.models.head import ProjectionHead
+from imgret.training.finetune import (
     FinetuneConfig,
-    ProjectionHead,
     auto_lr,
     check_labels,
     finetune_head,
@@ -114,7 +114,7 @@ def test_finetune_cli_on_an_autoencoder(model: Path, image_folder: Path, tmp_pat
     coll = tmp_path / "coll"
     assert main(["embed", str(out), str(image_folder), "--out", str(coll), "--workers", "0"]) == 0
     query = image_folder / "red" / "02.png"
-    from imgret.pipeline import search
+    from imgret.jobs.search import search
 
     hits = search(coll, [query], k=3)[0].hits
     assert hits[0].key == str(query)

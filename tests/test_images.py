@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgret.images import ImageError, open_image, scan_folder, to_array
+from imgret.data.images import ImageError, open_image, scan_folder, to_array
 
 
 def test_scan_finds_images_recursively_and_ignores_other_files(image_folder: Path) -> None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from imgret.metrics import (
+from imgret.evaluation.metrics import (
     average_precision_all,
     average_precision_at_k,
     pr_curve,

@@ -6,16 +6,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from imgret.checkpoint import load_model, save_model
-from imgret.config import ModelConfig, TrainConfig
-from imgret.errors import UserError
-from imgret.loader import ImageDataset, make_loader, split_indices
-from imgret.model import ConvAutoencoder
-from imgret.sources import open_source
-from imgret.train import train_autoencoder
+from imgret.core.errors import UserError
+from imgret.data.loader import ImageDataset, make_loader, split_indices
+from imgret.data.sources import open_source
+from imgret.models.autoencoder import ConvAutoencoder, load_model, save_model
+from imgret.models.config import ModelConfig
+from imgret.training.config import TrainConfig
+from imgret.training.trainer import train_autoencoder
 
 TINY = ModelConfig(image_size=16, channels=3, embedding_dim=32, width=8)
-FAST = TrainConfig(epochs=3, batch_size=8, patience=5, workers=0, seed=1)
+FAST = TrainConfig(
+    objective="reconstruction", epochs=3, batch_size=8, patience=5, workers=0, seed=1
+)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +53,7 @@ def test_loader_sets_bad_files_aside(image_folder: Path) -> None:
     assert sum(len(b.indices) for b in batches) == 24
     bad = {Path(src.keys[i]).name for b in batches for i, _ in b.failures}
     assert bad == {"corrupt.jpg", "empty.png", "fake.png"}
-    assert batches[0].images.dtype == torch.float32 and float(batches[0].images.max()) <= 1
+    assert batches[0].images.dtype == torch.uint8
 
 
 def test_training_keeps_best_epoch_and_is_deterministic(image_folder: Path, tmp_path: Path) -> None:
@@ -118,7 +120,7 @@ CONTRASTIVE = ModelConfig(
 
 
 def test_nt_xent_by_hand() -> None:
-    from imgret.train import nt_xent
+    from imgret.training.trainer import nt_xent
 
     # Two images, both views equal and orthogonal: each row sees its positive at cosine 1 and
     # the two others at 0, so the loss is -log(e / (e + 2)) with temperature 1.
@@ -127,7 +129,7 @@ def test_nt_xent_by_hand() -> None:
 
 
 def test_augment_is_seeded_and_keeps_range() -> None:
-    from imgret.augment import AUGMENT_PRESETS, augment, corrupt
+    from imgret.training.augment import AUGMENT_PRESETS, augment, corrupt
 
     x = torch.rand(6, 3, 16, 16)
     a = augment(x, AUGMENT_PRESETS["crop-color"], torch.Generator().manual_seed(3))
@@ -144,7 +146,7 @@ def test_augment_is_seeded_and_keeps_range() -> None:
 def test_label_free_objectives_train_and_reload(
     objective: str, image_folder: Path, tmp_path: Path
 ) -> None:
-    from imgret.embed import load_embedder
+    from imgret.models.registry import load as load_embedder
 
     src = open_source(image_folder)
     mc = CONTRASTIVE if objective == "contrastive" else TINY
@@ -164,8 +166,8 @@ def test_label_free_objectives_train_and_reload(
 
 
 def test_whitening_is_stored_with_the_model(image_folder: Path, tmp_path: Path) -> None:
-    from imgret.embed import load_embedder
-    from imgret.train import decode_all
+    from imgret.data.loader import decode_all
+    from imgret.models.registry import load as load_embedder
 
     src = open_source(image_folder)
     mc = ModelConfig(**{**CONTRASTIVE.__dict__, "whiten_dim": 8})
@@ -198,7 +200,7 @@ def test_cli_trains_a_contrastive_whitened_model_on_a_sample(
     image_folder: Path, tmp_path: Path
 ) -> None:
     from imgret.cli import main
-    from imgret.evaluate import evaluate
+    from imgret.evaluation.evaluate import evaluate
 
     out = tmp_path / "m"
     args = ["train", str(image_folder), "--out", str(out), "--objective", "contrastive",

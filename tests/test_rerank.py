@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from imgret.rerank import database_augmentation, exact_knn, query_expansion
+from imgret.retrieval.rerank import database_augmentation, exact_knn, query_expansion
 
 
 def test_exact_knn_by_hand() -> None:

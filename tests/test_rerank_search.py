@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_collection_indexing import _model
+from helpers import make_tiny_model, rank
 
-import imgret.search as search_mod
-from imgret.cli import build_parser, main, rerank_config
-from imgret.collection import Collection
-from imgret.errors import UserError
-from imgret.evaluate import evaluate, evaluate_embeddings, rerank_split
-from imgret.rerank import RerankConfig, database_augmentation, query_expansion
-from imgret.search import search_embeddings, search_items
+from imgret.cli import build_parser, main
+from imgret.cli.options import rerank_config
+from imgret.core.errors import UserError
+from imgret.evaluation.evaluate import evaluate, evaluate_embeddings, rerank_split
+from imgret.retrieval.queries import search_items
+from imgret.retrieval.rerank import RerankConfig, database_augmentation, query_expansion
+from imgret.retrieval.searcher import Searcher
+from imgret.store.collection import Collection
+from imgret.store.opening import create_collection, open_collection
 
 MODEL = {"ref": "m", "name": "x", "embedding_dim": 2, "image_size": 8, "channels": 1}
 
@@ -38,7 +40,7 @@ BRIDGE = RerankConfig(dba_neighbors=3, qe_neighbors=2, alpha=3.0)
 
 def _collection(path: Path, emb: np.ndarray, labels: list[str | None] | None = None) -> Collection:
     model = {**MODEL, "embedding_dim": emb.shape[1]}
-    return Collection.create(
+    return create_collection(
         path, model=model, source="s", keys=[f"k{i}" for i in range(len(emb))],
         labels=labels or [None] * len(emb), embeddings=emb,
     )  # fmt: skip
@@ -126,9 +128,9 @@ def test_rerank_flags_parse() -> None:
 
 def test_search_rerank_fixes_the_bridging_query(tmp_path: Path) -> None:
     coll = _collection(tmp_path / "c", BRIDGE_DB, BRIDGE_LABELS)
-    _, ids, _ = search_embeddings(coll, BRIDGE_QUERY, 3)
+    _, ids, _ = rank(coll, BRIDGE_QUERY, 3)
     assert ids[0, 0] == 3  # the b outlier first
-    scores, ids, clusters = search_embeddings(coll, BRIDGE_QUERY, 3, rerank=BRIDGE)
+    scores, ids, clusters = rank(coll, BRIDGE_QUERY, 3, rerank=BRIDGE)
     assert ids[0].tolist() == [2, 1, 0] and clusters is None
     assert np.all(np.diff(scores[0]) <= 0)
 
@@ -138,12 +140,12 @@ def test_search_rerank_equals_the_full_library_rerank(tmp_path: Path, mode: str)
     db, q = random_unit(40, 8, seed=2), random_unit(5, 8, seed=3)
     coll = _collection(tmp_path / "c", db)
     config = RerankConfig(dba_neighbors=5, qe_neighbors=4, alpha=3.0)
-    scores, ids, _ = search_embeddings(coll, q, 7, mode, rerank=config)
+    scores, ids, _ = rank(coll, q, 7, mode, rerank=config)
     want_scores, want_ids = _full_rerank(db, q, config, 7)
     assert ids.tolist() == want_ids.tolist()
     assert scores == pytest.approx(want_scores, abs=1e-5)
     # More results than the collection holds: padded with -1.
-    _, ids, _ = search_embeddings(coll, q[:1], 45, mode, rerank=config)
+    _, ids, _ = rank(coll, q[:1], 45, mode, rerank=config)
     assert sorted(ids[0, :40].tolist()) == list(range(40)) and ids[0, 40:].tolist() == [-1] * 5
 
 
@@ -152,21 +154,18 @@ def test_search_rerank_in_collection_leaves_the_query_out(tmp_path: Path) -> Non
     coll = _collection(tmp_path / "c", db)
     config = RerankConfig(dba_neighbors=4, qe_neighbors=3, alpha=3.0)
     pos = np.array([3, 17])
-    results = search_items(coll, pos.tolist(), k=6, rerank=config)
+    results = search_items(Searcher(coll), pos.tolist(), k=6, rerank=config)
     want_scores, want_ids = _full_rerank(db, db[pos], config, 6, exclude=pos)
     for r, p, s, i in zip(results, pos, want_scores, want_ids, strict=True):
         assert [h.id for h in r.hits] == i.tolist() and p not in i
         assert [h.score for h in r.hits] == pytest.approx(s.tolist(), abs=1e-5)
 
 
-def test_search_rerank_only_reorders_the_candidates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_search_rerank_only_reorders_the_candidates(tmp_path: Path) -> None:
     db, q = random_unit(60, 8, seed=5), random_unit(4, 8, seed=6)
     coll = _collection(tmp_path / "c", db)
-    monkeypatch.setattr(search_mod, "RERANK_CANDIDATES", 12)
-    _, top12, _ = search_embeddings(coll, q, 12)
-    scores, ids, _ = search_embeddings(coll, q, 5, "index", rerank=RerankConfig())
+    _, top12, _ = rank(coll, q, 12)
+    scores, ids, _ = rank(coll, q, 5, "index", rerank=RerankConfig(), candidates=12)
     assert ids.shape == (4, 5) and np.all(np.diff(scores, axis=1) <= 0)
     assert all(set(row) <= set(cand) for row, cand in zip(ids, top12, strict=True))
 
@@ -174,13 +173,13 @@ def test_search_rerank_only_reorders_the_candidates(
 def test_search_rerank_refuses_cluster_mode(tmp_path: Path) -> None:
     coll = _collection(tmp_path / "c", random_unit(10, 4, seed=7))
     with pytest.raises(UserError, match="index or exact"):
-        search_embeddings(coll, coll.embeddings[:1], 3, "cluster", rerank=RerankConfig())
+        rank(coll, coll.embeddings[:1], 3, "cluster", rerank=RerankConfig())
 
 
 def test_search_cli_rerank(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = _model(tmp_path / "model")
+    model = make_tiny_model(tmp_path / "model")
     coll = tmp_path / "coll"
     assert main(["index", str(image_folder), "--out", str(coll), "--model", str(model),
                  "--workers", "0"]) == 0  # fmt: skip
@@ -209,7 +208,8 @@ def test_web_more_like_this_with_rerank(tmp_path_factory: pytest.TempPathFactory
     web = shared_web_collection(tmp_path_factory)
     client = TestClient(create_app(web.collection), base_url="http://127.0.0.1")
     result = client.get("/api/search/7?k=4&rerank=true").json()
-    (want,) = search_items(Collection.load(web.collection), [7], k=4, rerank=RerankConfig())
+    searcher = Searcher(open_collection(web.collection))
+    (want,) = search_items(searcher, [7], k=4, rerank=RerankConfig())
     assert result["rerank"] is True and [h["rank"] for h in result["hits"]] == [1, 2, 3, 4]
     assert [h["id"] for h in result["hits"]] == [h.id for h in want.hits]
     assert client.get("/api/search/7?k=4").json()["rerank"] is False

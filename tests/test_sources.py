@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgret.errors import UserError
-from imgret.sources import load_key, open_source
+from imgret.core.errors import UserError
+from imgret.data.sources import load_key, open_source
 
 
 def test_folder_source_labels_are_subfolder_names(image_folder: Path) -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import rank
 from PIL import Image
 from web_fixtures import WebCollection, shared_web_collection
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from imgret.collection import Collection  # noqa: E402
-from imgret.errors import UserError  # noqa: E402
-from imgret.search import search_embeddings  # noqa: E402
+from imgret.core.errors import UserError  # noqa: E402
+from imgret.store.opening import create_collection, open_collection  # noqa: E402
 from imgret.web import WebConfig, create_app  # noqa: E402
 from imgret.web.errors import WebError  # noqa: E402
 from imgret.web.files import ItemFiles  # noqa: E402
@@ -60,8 +60,8 @@ def _upload(client: TestClient, data: bytes, name: str = "q.png", **form: str): 
     return client.post("/api/search", files={"file": (name, data, "image/png")}, data=form)
 
 
-def _ids(coll: Collection, name: str) -> int:
-    return next(i for i, k in enumerate(coll.keys) if k.endswith(name))
+def _ids(coll: object, name: str) -> int:
+    return next(i for i, k in enumerate(coll.keys) if k.endswith(name))  # type: ignore[attr-defined]
 
 
 def _snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
@@ -78,7 +78,7 @@ def _snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_info_describes_the_collection(client: TestClient, web: WebCollection) -> None:
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     info = client.get("/api/info").json()
     assert info["count"] == len(coll) == 6 * 4 + 2  # + the wide image and the symlink
     assert info["skipped"] == 2  # corrupt.jpg, empty.png
@@ -93,7 +93,7 @@ def test_info_describes_the_collection(client: TestClient, web: WebCollection) -
 
 
 def test_items_are_paginated(client: TestClient, web: WebCollection) -> None:
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     page = client.get("/api/items?offset=20&limit=3").json()
     assert page["total"] == len(coll) and [it["id"] for it in page["items"]] == [20, 21, 22]
     item = page["items"][0]
@@ -108,7 +108,7 @@ def test_items_are_paginated(client: TestClient, web: WebCollection) -> None:
 
 
 def test_clusters_list_sizes_and_central_members(client: TestClient, web: WebCollection) -> None:
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     c = coll.clustering
     page = client.get("/api/clusters?limit=100").json()
     assert page["total"] == c.k
@@ -155,7 +155,7 @@ def test_search_by_upload_finds_the_same_image_first(
 def test_search_by_upload_in_cluster_mode_stays_in_the_cluster(
     client: TestClient, web: WebCollection
 ) -> None:
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     result = _upload(client, web.query.read_bytes(), k="50", mode="cluster").json()
     own = int(coll.clustering.assignments[_ids(coll, web.query_name)])
     assert result["cluster"] == own
@@ -166,11 +166,11 @@ def test_search_by_upload_in_cluster_mode_stays_in_the_cluster(
 def test_more_like_this_matches_the_library_without_itself(
     client: TestClient, web: WebCollection
 ) -> None:
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     for mode in ("exact", "cluster"):
         result = client.get(f"/api/search/7?k=4&mode={mode}").json()
         assert result["query"]["kind"] == "item" and result["query"]["item"]["id"] == 7
-        scores, ids, clusters = search_embeddings(coll, coll.embeddings[7:8], 5, mode)
+        scores, ids, clusters = rank(coll, coll.embeddings[7:8], 5, mode)
         expected = [int(i) for i in ids[0] if i != 7][:4]
         assert [h["id"] for h in result["hits"]] == expected
         assert [h["rank"] for h in result["hits"]] == [1, 2, 3, 4]
@@ -199,8 +199,8 @@ def test_bad_search_parameters_are_4xx_with_a_message(
 def test_cluster_mode_on_an_unclustered_collection_is_refused(
     web: WebCollection, tmp_path: Path
 ) -> None:
-    coll = Collection.load(web.collection)
-    plain = Collection.create(
+    coll = open_collection(web.collection)
+    plain = create_collection(
         tmp_path / "plain",
         model=coll.model,
         source=str(web.photos),
@@ -285,7 +285,7 @@ def test_thumbnails_are_made_once_and_cached(web: WebCollection, tmp_path: Path)
     client = TestClient(
         create_app(web.collection, config=WebConfig(cache_dir=tmp_path)), base_url=LOCAL
     )
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     wide = _ids(coll, "big/wide.jpg")
     r = client.get(f"/api/thumbs/{wide}")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
@@ -302,7 +302,7 @@ def test_thumbnails_are_made_once_and_cached(web: WebCollection, tmp_path: Path)
 
 
 def test_full_image_is_the_file_itself(client: TestClient, web: WebCollection) -> None:
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     wide = _ids(coll, "big/wide.jpg")
     r = client.get(f"/api/images/{wide}")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
@@ -312,7 +312,7 @@ def test_full_image_is_the_file_itself(client: TestClient, web: WebCollection) -
 def test_a_symlink_out_of_the_collection_is_never_served(
     client: TestClient, web: WebCollection
 ) -> None:
-    coll = Collection.load(web.collection)
+    coll = open_collection(web.collection)
     leak = _ids(coll, "red/leak.png")  # embedded: it decodes; but it points outside
     for url in (f"/api/images/{leak}", f"/api/thumbs/{leak}"):
         r = client.get(url)

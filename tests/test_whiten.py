@@ -8,14 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_collection_indexing import _model
+from helpers import make_tiny_model
 
 from imgret.cli import main
-from imgret.collection import model_fingerprint
-from imgret.embed import describe_embedder, embed_files, load_embedder
-from imgret.errors import UserError
-from imgret.pipeline import search
-from imgret.whiten import WhitenedEmbedder, Whitening, fit_whitening, whiten_model
+from imgret.core.errors import UserError
+from imgret.jobs.search import search
+from imgret.models.embed import embed_files
+from imgret.models.registry import describe as describe_embedder
+from imgret.models.registry import fingerprint as model_fingerprint
+from imgret.models.registry import load as load_embedder
+from imgret.models.whitening import WhitenedEmbedder, Whitening
+from imgret.training.whiten import whiten_model
+
+
+def fit_whitening(x: np.ndarray, dim: int, eps: float = 1e-6) -> Whitening:
+    return Whitening(dim, eps=eps).fit(x)
 
 
 def test_whitening_by_hand() -> None:
@@ -61,7 +68,7 @@ def test_too_large_dim_is_a_user_error() -> None:
 
 
 def test_whiten_an_autoencoder_folder(image_folder: Path, tmp_path: Path) -> None:
-    base = _model(tmp_path / "model")  # 16-d
+    base = make_tiny_model(tmp_path / "model")  # 16-d
     out = whiten_model(base, image_folder, tmp_path / "w", dim=8, workers=0, progress=False)
     assert (out.dim, out.input_dim, out.fitted_on) == (8, 16, 24)
     assert 0 < out.explained_variance <= 1 and len(out.skipped) == 3
@@ -114,7 +121,7 @@ def test_whiten_an_autoencoder_folder(image_folder: Path, tmp_path: Path) -> Non
 
 
 def test_whiten_a_sample_of_a_source(image_folder: Path, tmp_path: Path) -> None:
-    base = _model(tmp_path / "model")
+    base = make_tiny_model(tmp_path / "model")
     out = whiten_model(
         base, image_folder, tmp_path / "w", dim=4, limit=10, workers=0, progress=False
     )
@@ -140,7 +147,7 @@ def test_whiten_the_pretrained_backbone(image_folder: Path, tmp_path: Path) -> N
 def test_whiten_cli_then_index_and_search(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = _model(tmp_path / "model")
+    base = make_tiny_model(tmp_path / "model")
     w = tmp_path / "w"
     assert main(["whiten", str(base), str(image_folder), "--out", str(w), "--dim", "8",
                  "--workers", "0", "--device", "cpu"]) == 0  # fmt: skip

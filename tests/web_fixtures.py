@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, _pattern
+from helpers import CLASSES, pattern_image
 
 __all__ = ["WebCollection", "shared_web_collection"]
 
@@ -40,8 +40,10 @@ def shared_web_collection(tmp_path_factory: pytest.TempPathFactory) -> WebCollec
 
 
 def _build(root: Path) -> WebCollection:
-    from imgret import pipeline
-    from imgret.config import TrainConfig
+    from imgret.jobs.cluster import cluster
+    from imgret.jobs.index import embed
+    from imgret.jobs.train import train
+    from imgret.training.config import TrainConfig
 
     rng = np.random.default_rng(0)
     photos = root / "photos"
@@ -49,15 +51,15 @@ def _build(root: Path) -> WebCollection:
         folder = photos / ("more" if cls == "disc" else "") / cls
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(6):
-            _pattern(cls, rng).save(folder / f"{i:02d}.png")
+            pattern_image(cls, rng).save(folder / f"{i:02d}.png")
     (photos / "big").mkdir()
-    _pattern("red", rng, size=200).resize((320, 200)).save(photos / "big" / "wide.jpg")
+    pattern_image("red", rng, size=200).resize((320, 200)).save(photos / "big" / "wide.jpg")
     (photos / "red" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0not a jpeg at all")
     (photos / "blue" / "empty.png").write_bytes(b"")
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
     outside = elsewhere / "secret.png"
-    _pattern("blue", rng).save(outside)
+    pattern_image("blue", rng).save(outside)
     (photos / "red" / "leak.png").symlink_to(outside)
     queries = root / "queries"
     queries.mkdir()
@@ -66,9 +68,9 @@ def _build(root: Path) -> WebCollection:
 
     model, coll = root / "model", root / "collection"
     overrides = {"image_size": 16, "embedding_dim": 32, "width": 8}
-    tc = TrainConfig(epochs=2, workers=0, seed=0)
+    tc = TrainConfig(objective="reconstruction", epochs=2, workers=0, seed=0)
     log = lambda _: None  # noqa: E731
-    pipeline.train(photos, model, train_config=tc, overrides=overrides, progress=False, log=log)
-    pipeline.embed(model, photos, coll, workers=0, progress=False, log=log)
-    pipeline.cluster(coll, k_max=8, progress=False)
+    train(photos, model, train_config=tc, overrides=overrides, progress=False, log=log)
+    embed(model, photos, coll, workers=0, progress=False, log=log)
+    cluster(coll, k_max=8, progress=False)
     return WebCollection(coll, photos, model, query, "stripes/03.png", outside)

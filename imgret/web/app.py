@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ..errors import UserError
+from ..core.errors import UserError
 from . import schemas
 from .config import WebConfig
 from .errors import WebError

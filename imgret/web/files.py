@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..atomic import atomic_path
-from ..images import IMAGE_EXTENSIONS, ImageError, open_image
+from ..core.atomic import atomic_path
+from ..data.images import IMAGE_EXTENSIONS, ImageError, open_image
 from .errors import WebError
 
 __all__ = ["ItemFiles", "ImageBlob", "BUILTIN_PREFIX"]
@@ -130,7 +130,7 @@ class ItemFiles:
 
 
 def _load_builtin(key: str) -> Image.Image:
-    from ..sources import load_key
+    from ..data.sources import load_key
 
     try:
         return load_key(key)

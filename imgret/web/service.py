@@ -34,8 +34,9 @@ class CollectionService:
     def __init__(self, collection_path: str | Path, config: WebConfig) -> None:
         import torch
 
-        from ..collection import Collection
-        from ..embed import describe_embedder, load_embedder
+        from ..models import registry
+        from ..retrieval.searcher import Searcher
+        from ..store.opening import open_collection
 
         if config.threads:
             # Concurrent requests are the parallelism: each search gets few threads, so that
@@ -45,10 +46,11 @@ class CollectionService:
             torch.set_num_threads(config.threads)
             threadpool_limits(config.threads, user_api="blas")
         self.config = config
-        self.collection = coll = Collection.load(collection_path)
+        self.collection = coll = open_collection(collection_path)
         ref = coll.model["ref"]
-        self.embedder = load_embedder(ref)
-        coll.check_model(describe_embedder(ref, self.embedder))
+        self.embedder = registry.load(ref)
+        coll.check_model(registry.describe(ref, self.embedder))
+        self.searcher = Searcher(coll)
         self.model_dir = Path(ref) if Path(ref).is_dir() else None
         sources = coll.info.get("sources") or [coll.info.get("source", "")]
         self.files = ItemFiles(
@@ -175,7 +177,7 @@ class CollectionService:
 
     def embed_image(self, image: Image.Image) -> np.ndarray:
         """A decoded image -> (1, dim) float32 query embedding."""
-        from ..embed import embed_images
+        from ..models.embed import embed_images
 
         with self._compute:
             return embed_images(self.embedder, [image])
@@ -201,9 +203,8 @@ class CollectionService:
         self, query: np.ndarray, about: dict[str, Any], k: int, mode: str, t0: float,
         *, rerank: bool = False, exclude: int | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        from ..errors import UserError
-        from ..rerank import RerankConfig
-        from ..search import search_embeddings
+        from ..core.errors import UserError
+        from ..retrieval.rerank import RerankConfig
 
         if mode == "cluster" and self.collection.clustering is None:
             raise WebError(
@@ -213,9 +214,8 @@ class CollectionService:
             )
         try:
             with self._compute:
-                scores, ids, clusters = search_embeddings(
-                    self.collection, query, k, mode,
-                    rerank=RerankConfig() if rerank else None,
+                scores, ids, clusters = self.searcher.search(
+                    query, k, mode=mode, rerank=RerankConfig() if rerank else None,
                     exclude=None if exclude is None else np.array([exclude]),
                 )  # fmt: skip
         except UserError as e:

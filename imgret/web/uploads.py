@@ -11,7 +11,7 @@ import tempfile
 
 from PIL import Image, UnidentifiedImageError
 
-from ..images import ImageError, open_image
+from ..data.images import ImageError, open_image
 from .errors import WebError
 
 __all__ = ["decode_upload", "UPLOAD_FORMATS"]

@@ -1,0 +1,218 @@
+"""Commands that make and keep a collection: embed, index, add, remove, cluster, duplicates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .options import print_skipped
+
+__all__ = ["add_commands"]
+
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "ivfsq", "ivfpq")
+
+
+def _job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--chunk-size", type=int, default=4096,
+                   help="embeddings committed together; an interrupted run loses at most one "
+                   "chunk (default: 4096)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def _job_config(a: argparse.Namespace):  # noqa: ANN202 - imported lazily
+    from ..jobs.sync import IndexJobConfig
+
+    return IndexJobConfig(
+        batch_size=a.batch_size, workers=a.workers, chunk_rows=a.chunk_size, device=a.device
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    _add_embed(sub)
+    _add_cluster(sub)
+    p = sub.add_parser(
+        "index",
+        help="make or update a collection from a folder (only new or changed files are embedded)",
+        description="Bring a collection in step with a folder: new and changed images are "
+        "embedded, items of deleted files are dropped, unchanged files cost nothing, and the "
+        "FAISS index is updated. Interrupted (even with kill -9), the same command resumes.",
+    )
+    p.add_argument("folder", help="folder of images, or a built-in source: digits, fashion-mnist")
+    p.add_argument("--out", "-o", default="collection",
+                   help="collection folder (default: collection)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        help="model folder made by `imgret train`, or efficientnet-lite0 "
+        "(needed to make a new collection; else it must be the collection's)",
+    )
+    p.add_argument(
+        "--index-kind",
+        choices=INDEX_KINDS,
+        help="FAISS index: auto (by size: flat, then ivf, then ivfsq), flat (exact), ivf, "
+        "hnsw, ivfsq or ivfpq; stored in the collection (default: as stored, auto)",
+    )
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        help="IVF lists scanned per query, stored in the collection (default: by size)",
+    )
+    p.add_argument("--rebuild-index", action="store_true", help="build the index from scratch")
+    _job_options(p)
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser(
+        "add",
+        help="embed given image files or folders into a collection",
+        description="Embed the given images (and the images in given folders) into an existing "
+        "collection with its model; unchanged ones already in it cost nothing.",
+    )
+    p.add_argument("collection", help="collection folder")
+    p.add_argument("paths", nargs="+", help="image files or folders")
+    _job_options(p)
+    p.set_defaults(func=_cmd_add)
+
+    p = sub.add_parser(
+        "remove",
+        help="drop images from a collection",
+        description="Drop the given files (or every file under given folders, or given keys) "
+        "from a collection and its index. The image files themselves are not touched.",
+    )
+    p.add_argument("collection", help="collection folder")
+    p.add_argument("paths", nargs="+", help="image files, folders or keys")
+    p.set_defaults(func=_cmd_remove)
+
+    p = sub.add_parser(
+        "duplicates",
+        help="list pairs of near-duplicate images in a collection",
+        description="List pairs of images whose cosine similarity is at least --threshold, "
+        "most similar first, found through the collection's index (each image's -k nearest "
+        "neighbours are checked).",
+    )
+    p.add_argument("collection", help="collection folder")
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="least cosine similarity of a pair (default: 0.95)")  # fmt: skip
+    p.add_argument("-k", type=int, default=10, help="neighbours checked per image (default: 10)")
+    p.add_argument("--mode", choices=("index", "exact"), default="index",
+                   help="search with the index or exactly (default: index)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the pairs as JSON")
+    p.set_defaults(func=_cmd_duplicates)
+
+
+def _print_report(report, verb: str) -> None:  # noqa: ANN001
+    print(
+        f"{verb} {report.collection_dir}: {report.added:,} added, {report.updated:,} changed, "
+        f"{report.removed:,} removed, {report.unchanged:,} unchanged; index {report.index}; "
+        f"{report.count:,} images, {report.seconds:.1f} s"
+    )
+    if report.failed:
+        print(f"skipped {len(report.failed)} unreadable file(s):")
+        for _, reason in report.failed[:20]:
+            print(f"  {reason}")
+        if len(report.failed) > 20:
+            print(f"  ... and {len(report.failed) - 20} more")
+    if report.known_failures:
+        print(f"({report.known_failures} unreadable file(s) unchanged since the last run, skipped)")
+
+
+def _cmd_index(a: argparse.Namespace) -> int:
+    from ..jobs.index import index_folder
+
+    report = index_folder(
+        a.folder, a.out, model=a.model, index_kind=a.index_kind, nprobe=a.nprobe,
+        config=_job_config(a), rebuild_index=a.rebuild_index,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )  # fmt: skip
+    _print_report(report, "indexed")
+    return 0
+
+
+def _cmd_add(a: argparse.Namespace) -> int:
+    from ..jobs.index import add_paths
+
+    report = add_paths(
+        a.collection, a.paths, config=_job_config(a), log=lambda msg: print(msg, file=sys.stderr)
+    )
+    _print_report(report, "updated")
+    return 0
+
+
+def _cmd_remove(a: argparse.Namespace) -> int:
+    from ..jobs.index import remove_paths
+
+    report = remove_paths(a.collection, a.paths, log=lambda msg: print(msg, file=sys.stderr))
+    _print_report(report, "updated")
+    return 0
+
+
+def _cmd_duplicates(a: argparse.Namespace) -> int:
+    from ..jobs.search import duplicates
+
+    pairs = duplicates(a.collection, a.threshold, k=a.k, mode=a.mode)
+    if a.json:
+        print(json.dumps([vars(p) for p in pairs], indent=2))
+        return 0
+    print(f"{len(pairs)} pair(s) with similarity >= {a.threshold}")
+    for p in pairs:
+        print(f"  {p.score:7.4f}  {p.key_a}  {p.key_b}")
+    return 0
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="embed every image of a folder into a collection",
+        description="Encode every image with a model into an (n_images, dim) matrix stored with "
+        "the image paths and labels in a collection folder. Broken images are skipped and listed.",
+    )
+    p.add_argument("model", help="model folder made by `imgret train`, or efficientnet-lite0")
+    p.add_argument("source", help="folder of images, or a built-in source")
+    p.add_argument(
+        "--out", "-o", default="collection", help="collection folder (default: collection)"
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.set_defaults(func=_cmd_embed)
+
+
+def _cmd_embed(a: argparse.Namespace) -> int:
+    from ..jobs.index import embed
+
+    out = embed(
+        a.model, a.source, a.out, batch_size=a.batch_size, workers=a.workers, device=a.device
+    )
+    rate = out.count / out.seconds if out.seconds else 0.0
+    print(f"embedded {out.count:,} images ({out.dim}-d) in {out.seconds:.1f} s "
+          f"({rate:.0f} images/s) -> {out.collection_dir}")  # fmt: skip
+    print_skipped(out.skipped)
+    return 0
+
+
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="group a collection with KMeans (K from the elbow method)",
+        description="Pick K with the elbow of the KMeans inertia curve (silhouette alongside) "
+        "unless --k is given, cluster, and store each image's cluster in the collection. Writes "
+        "elbow.png and clusters.png into the collection folder.",
+    )
+    p.add_argument("collection", help="collection folder made by `imgret embed`")
+    p.add_argument("--k", type=int, help="number of clusters (default: the elbow)")
+    p.add_argument("--k-min", type=int, default=2, help="smallest K tried (default: 2)")
+    p.add_argument("--k-max", type=int, default=20, help="largest K tried (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=_cmd_cluster)
+
+
+def _cmd_cluster(a: argparse.Namespace) -> int:
+    from ..jobs.cluster import cluster
+
+    out = cluster(a.collection, k=a.k, k_min=a.k_min, k_max=a.k_max, seed=a.seed)
+    how = "elbow" if out.elbow_k is not None else "given"
+    print(f"K = {out.k} ({how}); cluster sizes: {out.sizes}")
+    for name, path in out.files.items():
+        print(f"  {name:16s} {path}")
+    return 0

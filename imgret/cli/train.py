@@ -1,0 +1,148 @@
+"""`imgret train`: train a model on a folder of images, without labels."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import print_skipped
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on a folder of images, without labels",
+        description="Train a convolutional encoder without labels: by default with the objective "
+        "that measured best in BENCHMARKS.md (see --objective); `--objective reconstruction` "
+        "trains the plain autoencoder of the classic design. Writes the model (safetensors + "
+        "JSON), the loss history and curves (and a reconstruction grid for autoencoders) to "
+        "--out. Re-running the same command resumes an interrupted run.",
+    )
+    p.add_argument("source", help="folder of images, a built-in source (digits, fashion-mnist), "
+                   "or a benchmark's database images (fashion-mnist:database, cifar10:database, "
+                   "caltech101:database)",
+                   )  # fmt: skip
+    p.add_argument(
+        "--out", "-o", default="model", help="output folder for the model (default: model)"
+    )
+    p.add_argument("--objective", choices=("reconstruction", "denoising", "contrastive"),
+                   help="reconstruction: the autoencoder (MSE); denoising: reconstruct from a "
+                   "masked copy; contrastive: SimCLR on augmented views, embedding before the "
+                   "projection head (default: the best label-free setting measured)",
+                   )  # fmt: skip
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 20, or the objective's)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: 128; contrastive 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 0.001)")
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        help="learning rate schedule (default: constant; contrastive: cosine)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop after this many epochs without a better validation loss (default: 5)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of images held out for validation (default: 0.1)",
+    )
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument(
+        "--augment",
+        choices=("auto", "flip", "crop", "crop-color"),
+        default="auto",
+        help="views for contrastive training (default: auto = crop for grayscale, "
+        "crop-color for RGB)",
+    )
+    p.add_argument(
+        "--temperature", type=float, help="contrastive softmax temperature (default: 0.5)"
+    )
+    p.add_argument(
+        "--mask-ratio",
+        type=float,
+        default=0.5,
+        help="denoising: share of 4x4 patches masked (default: 0.5)",
+    )
+    p.add_argument(
+        "--whiten",
+        type=int,
+        metavar="DIM",
+        help="PCA-whiten the embedding to DIM dims, fitted on the training images "
+        "after training; 0 = none (default: none; contrastive: 128)",
+    )
+    p.add_argument(
+        "--pool",
+        choices=("flatten", "avg"),
+        help="last feature map -> embedding: flatten + linear, or average + linear "
+        "(default: flatten; contrastive: flatten for grayscale, avg for RGB)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="train on a fixed-seed sample of N images of the source",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="input side in pixels, a multiple of 4 (default: 28 or 32 for small "
+        "images, 64 otherwise)",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        help="1 = grayscale, 3 = RGB (default: from the images)",
+    )
+    p.add_argument("--embedding-dim", type=int, default=512, help="embedding size (default: 512)")
+    p.add_argument(
+        "--width", type=int, default=32, help="channels of the first conv stage (default: 32)"
+    )
+    p.add_argument(
+        "--decoder",
+        choices=("transpose", "upsample"),
+        default="transpose",
+        help="autoencoders: transposed convolutions or upsampling + convolution "
+        "(default: transpose)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from ..jobs.train import train
+    from ..training.config import DEFAULT_OBJECTIVE, TrainConfig
+
+    objective = a.objective or DEFAULT_OBJECTIVE
+    overrides = {"embedding_dim": a.embedding_dim, "width": a.width}
+    if objective != "contrastive":
+        overrides["decoder"] = a.decoder
+    for key, value in (("image_size", a.image_size), ("channels", a.channels),
+                       ("whiten_dim", a.whiten), ("pool", a.pool)):  # fmt: skip
+        if value is not None:
+            overrides[key] = value
+    changes = {
+        "lr": a.lr, "patience": a.patience, "val_fraction": a.val_fraction, "flip": not a.no_flip,
+        "seed": a.seed, "workers": a.workers, "augment": a.augment, "mask_ratio": a.mask_ratio,
+    }  # fmt: skip
+    for key, value in (("epochs", a.epochs), ("batch_size", a.batch_size),
+                       ("schedule", a.schedule), ("temperature", a.temperature)):  # fmt: skip
+        if value is not None:
+            changes[key] = value
+    tc = TrainConfig(objective=objective, **changes)
+    out = train(
+        a.source, a.out, train_config=tc, overrides=overrides, device=a.device, limit=a.limit
+    )
+    print(f"best epoch {out.best_epoch} of {out.epochs_run}, validation loss "
+          f"{out.best_val_loss:.5f}, {out.seconds:.1f} s")  # fmt: skip
+    print_skipped(out.skipped)
+    for name, path in out.files.items():
+        print(f"  {name:16s} {path}")
+    return 0

@@ -1,0 +1,1 @@
+"""Shared basics of every stage: errors, atomic files, progress bars, vector maths, KMeans."""

@@ -1,0 +1,1 @@
+"""Images in: decoding files, sources (folders, built-in sets, benchmark splits), one loader."""

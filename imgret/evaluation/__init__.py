@@ -1,0 +1,1 @@
+"""Measuring retrieval quality: metrics and labelled query/database evaluations."""

@@ -1,0 +1,1 @@
+"""The stages as resumable jobs (train, index, cluster, search, demo): what the CLI and web call."""

@@ -1,0 +1,1 @@
+"""Embedding models: the Embedder contract, a registry of model kinds, and the kinds themselves."""

@@ -1,0 +1,178 @@
+"""One model registry: a reference (a model folder or a built-in name) -> an Embedder.
+
+References:
+
+- a folder made by `imgret train`, `finetune` or `whiten`: its model.json says its kind
+  (`kind`, or `arch` in older files); derived kinds name their base model, loaded first;
+- a pretrained name ``NAME[@SIZE][:POOLING]``, e.g. ``efficientnet-lite0`` =
+  ``efficientnet-lite0@224:gem``.
+
+`canonical_ref` gives each model one spelling (a resolved folder path, or the full pretrained
+name); every command, the collection's model check and the web app use it. `describe` gives
+the facts a collection records to refuse a different model later, its weights' fingerprint
+included. To add a model kind: a module with `KIND` and `load_folder(path, doc[, base], device)`
+and a branch in `_kind_module`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import UserError
+from .base import Embedder
+
+__all__ = [
+    "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "read_model_doc",
+    "PRETRAINED_NAMES",
+]  # fmt: skip
+
+PRETRAINED_NAMES = ("efficientnet-lite0",)
+_WEIGHT_FILES = ("model.safetensors", "head.safetensors", "whitening.safetensors")
+_MAX_DEPTH = 8  # derived models on derived models: a cycle of references stops here
+
+
+def parse_pretrained(ref: str) -> tuple[str, int, str] | None:
+    """``NAME[@SIZE][:POOLING]`` -> (name, input size, pooling), or None for other references.
+
+    ``efficientnet-lite0`` = ``efficientnet-lite0@224:gem`` (GeM, p = 3); ``:avg`` averages.
+    """
+    rest, _, pooling = ref.partition(":")
+    name, _, size = rest.partition("@")
+    if name not in PRETRAINED_NAMES:
+        return None
+    try:
+        side = int(size) if size else 224
+    except ValueError:
+        raise UserError(
+            f"{ref}: the input size after @ must be a number, e.g. {name}@224"
+        ) from None
+    return name, side, pooling or "gem"
+
+
+def canonical_ref(ref: str | Path) -> str:
+    """The one spelling of a model reference: ``NAME@SIZE:POOL`` or an absolute folder path."""
+    ref_s = str(ref)
+    pretrained = parse_pretrained(ref_s)
+    if pretrained is not None:
+        return f"{pretrained[0]}@{pretrained[1]}:{pretrained[2]}"
+    return str(Path(ref_s).expanduser().resolve())
+
+
+def read_model_doc(folder: Path) -> dict[str, Any]:
+    """A model folder's model.json; UserError when it is missing or broken."""
+    path = folder / "model.json"
+    if not path.is_file():
+        raise UserError(
+            f"{folder}: not an imgret model (no model.json). Train one with `imgret train`, or "
+            f"use a pretrained model: {', '.join(PRETRAINED_NAMES)}"
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: broken model config ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != "imgret-model":
+        raise UserError(f"{path}: not an imgret model file")
+    return doc
+
+
+def _kind(doc: dict[str, Any]) -> str:
+    return str(doc.get("kind") or doc.get("arch") or "")
+
+
+def _kind_module(kind: str) -> tuple[Any, bool] | None:
+    """(module of a model kind, whether it is derived from a base model), None if unknown.
+
+    Imported here, on use: the kinds import torch and their own packages.
+    """
+    if kind == "conv-autoencoder":
+        from . import autoencoder
+
+        return autoencoder, False
+    if kind == "projection-head":
+        from . import head
+
+        return head, True
+    if kind == "whitened":
+        from . import whitening
+
+        return whitening, True
+    return None
+
+
+def load(ref: str | Path, device: str = "cpu", *, _depth: int = 0) -> Embedder:
+    """The Embedder a reference names, on `device`, in eval mode."""
+    ref_s = str(ref)
+    pretrained = parse_pretrained(ref_s)
+    if pretrained is not None:
+        from .pretrained import load_pretrained
+
+        name, size, pooling = pretrained
+        try:
+            return load_pretrained(name, image_size=size, pooling=pooling).to(device)
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"{ref_s}: {e}") from None
+    folder = Path(ref_s).expanduser()
+    doc = read_model_doc(folder)
+    kind = _kind(doc)
+    found = _kind_module(kind)
+    if found is None:
+        raise UserError(f"{folder}: unknown model kind {kind!r}; a newer imgret may read it")
+    module, derived = found
+    if not derived:
+        return module.load_folder(folder, doc, device)  # type: ignore[no-any-return]
+    if _depth >= _MAX_DEPTH:
+        raise UserError(f"{folder}: its base models refer to each other in a loop")
+    base = load(doc["base"]["ref"], device, _depth=_depth + 1)
+    return module.load_folder(folder, doc, base, device)  # type: ignore[no-any-return]
+
+
+def fingerprint(ref: str | Path, _depth: int = 0) -> str | None:
+    """sha256 of a model folder's weight files (None for pretrained names and missing files).
+
+    Two models at the same path but with different weights make different embeddings; the
+    fingerprint tells them apart. A derived model also covers its base model's fingerprint,
+    so retraining the base in place changes it too.
+    """
+    path = Path(str(ref))
+    files = [path] if path.suffix == ".safetensors" else [path / f for f in _WEIGHT_FILES]
+    h = hashlib.sha256()
+    found = False
+    for f in files:
+        if f.is_file():
+            found = True
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    if not found:
+        return None
+    base = _base_ref(path) if _depth < _MAX_DEPTH else None
+    if base is not None:
+        h.update((fingerprint(base, _depth + 1) or base).encode())
+    return h.hexdigest()
+
+
+def _base_ref(path: Path) -> str | None:
+    """The base model's ref recorded in a derived model's model.json (None if not derived)."""
+    try:
+        doc = read_model_doc(path)
+    except UserError:
+        return None
+    base = doc.get("base")
+    ref = base.get("ref") if isinstance(base, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+def describe(ref: str | Path, embedder: Embedder) -> dict[str, Any]:
+    """The facts a collection records to refuse a different model later."""
+    ref_s = canonical_ref(ref)
+    return {
+        "ref": ref_s,
+        "name": getattr(embedder, "name", type(embedder).__name__),
+        "embedding_dim": int(embedder.embedding_dim),
+        "image_size": int(embedder.image_size),
+        "channels": int(embedder.channels),
+        "fingerprint": fingerprint(ref_s),
+    }

@@ -1,0 +1,1 @@
+"""Answering queries: one Searcher (index, exact, cluster), re-ranking, results, duplicates."""

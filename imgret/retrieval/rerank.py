@@ -1,0 +1,168 @@
+"""Label-free re-ranking: database-side augmentation (DBA) and alpha query expansion (alpha-QE).
+
+Both replace an embedding by a similarity-weighted mean of itself and its nearest neighbours
+in the collection, which pulls images of the same kind together:
+
+- DBA, once per collection: each database embedding becomes the weighted mean of its
+  `n_neighbors` nearest database embeddings (itself included, weight 1).
+- alpha-QE, per query: the query becomes itself plus the weighted mean of its `n_neighbors`
+  nearest (augmented) database embeddings; the search then runs again with it.
+
+Weights are max(similarity, 0) ** alpha. All embeddings are unit-norm rows, cosine similarity.
+(Radenovic, Tolias and Chum, "Fine-tuning CNN image retrieval with no human annotation", 2018.)
+
+Offline, over a whole set of embeddings: `database_augmentation` and `query_expansion`.
+At query time, on a collection of any size: `rerank_candidates` gives each query's top
+max(k, RERANK_CANDIDATES) candidates their DBA embedding from their own nearest neighbours
+(found by the caller's `knn`), expands the query (alpha-QE) over them and re-scores them.
+imgret.retrieval.searcher calls it with its own search; this module imports only numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.vectors import drop_excluded, knn, normalize, top_k
+
+__all__ = [
+    "RerankConfig", "exact_knn", "database_augmentation", "query_expansion",
+    "rerank_candidates", "RERANK_CANDIDATES",
+]  # fmt: skip
+
+RERANK_CANDIDATES = 100  # candidates per query that re-ranking re-scores (at least k)
+RERANK_BLOCK = 256  # queries re-ranked at once: bounds the candidate embeddings in memory
+
+# (queries (m, dim), k) -> (similarities (m, k), ids (m, k)), best first, id -1 = none
+KnnFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# (positions (u,)) -> their (u, dim) float32 embeddings
+Lookup = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    dba_neighbors: int = 10  # neighbours averaged into each database embedding (0 = off)
+    qe_neighbors: int = 10  # neighbours averaged into each query (0 = off)
+    alpha: float = 3.0  # weight = similarity ** alpha
+
+
+def exact_knn(database: np.ndarray) -> KnnFn:
+    """Exact cosine k-nearest neighbours in `database` (n, dim) unit rows, as a KnnFn."""
+    database = np.ascontiguousarray(database, dtype=np.float32)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return knn(queries, database, min(k, len(database)))
+
+    return search
+
+
+def _weighted_mean(
+    base: np.ndarray, sims: np.ndarray, ids: np.ndarray, database: np.ndarray, alpha: float
+) -> np.ndarray:
+    """base + sum_j w_j * database[ids_j], w = max(sim, 0) ** alpha -> (m, dim).
+
+    The one DBA / alpha-QE weighting. Ids of -1 (fewer neighbours than asked) weigh 0.
+    """
+    w = np.where(ids >= 0, np.clip(sims, 0, None) ** alpha, 0)  # (m, k)
+    return base + np.einsum("mk,mkd->md", w, database[np.maximum(ids, 0)])
+
+
+def database_augmentation(
+    database: np.ndarray, n_neighbors: int = 10, alpha: float = 3.0, knn: KnnFn | None = None
+) -> np.ndarray:
+    """DBA of (n, dim) unit-norm embeddings -> (n, dim) unit-norm float32.
+
+    Each row is replaced by the weighted mean of its n_neighbors nearest rows (itself first,
+    with similarity 1). `knn` defaults to exact search; pass an ANN index's search for millions.
+    """
+    database = normalize(database)
+    if n_neighbors <= 1 or len(database) < 2:
+        return database
+    knn = knn or exact_knn(database)
+    out = np.empty_like(database)
+    for start in range(0, len(database), 4096):
+        block = database[start : start + 4096]
+        sims, ids = knn(block, n_neighbors)
+        out[start : start + 4096] = _weighted_mean(np.zeros_like(block), sims, ids, database, alpha)
+    return normalize(out)
+
+
+def query_expansion(
+    queries: np.ndarray,
+    database: np.ndarray,
+    n_neighbors: int = 10,
+    alpha: float = 3.0,
+    knn: KnnFn | None = None,
+) -> np.ndarray:
+    """alpha-QE of (m, dim) queries against (n, dim) database embeddings -> (m, dim) unit-norm."""
+    queries = normalize(queries)
+    if n_neighbors <= 0 or len(database) == 0:
+        return queries
+    database = np.ascontiguousarray(database, dtype=np.float32)
+    sims, ids = (knn or exact_knn(database))(queries, n_neighbors)
+    return normalize(_weighted_mean(queries, sims, ids, database, alpha))
+
+
+def _augment(positions: np.ndarray, knn: KnnFn, lookup: Lookup, config: RerankConfig) -> np.ndarray:
+    """DBA embeddings of items (positions (u,)) from their neighbours -> (u, dim) unit-norm.
+
+    As `database_augmentation`: the weighted mean of an item's `dba_neighbors` nearest
+    (itself included), found by `knn` and fetched by `lookup`.
+    """
+    emb = normalize(np.asarray(lookup(positions), np.float32))
+    if config.dba_neighbors <= 1:
+        return emb
+    out = np.empty_like(emb)
+    for s in range(0, len(emb), 1024):
+        block = emb[s : s + 1024]
+        sims, nb = knn(block, config.dba_neighbors)  # (b, n) positions, -1 = none
+        have = np.unique(nb[nb >= 0])
+        table = normalize(np.asarray(lookup(have), np.float32))  # row j is item have[j]
+        rows = np.where(nb >= 0, np.searchsorted(have, np.maximum(nb, 0)), -1)  # (b, n)
+        out[s : s + 1024] = _weighted_mean(np.zeros_like(block), sims, rows, table, config.alpha)
+    return normalize(out)
+
+
+def rerank_candidates(
+    queries: np.ndarray,
+    k: int,
+    knn: KnnFn,
+    lookup: Lookup,
+    config: RerankConfig,
+    exclude: np.ndarray | None = None,
+    candidates: int = RERANK_CANDIDATES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Query-time DBA + alpha-QE over each query's candidates -> (scores, ids), (n_queries, k).
+
+    `queries` (n_queries, dim) unit-norm; `knn` searches the collection (ids are positions,
+    -1 = none) and `lookup` gives the embeddings of positions. Each query's top
+    max(k, `candidates`) are re-scored; scores are cosine similarities of the expanded query
+    and the augmented images, -inf and id -1 where fewer than k qualify. `exclude`
+    (n_queries,) int64 gives a position never returned for each query (-1 = none), nor used
+    to expand it. With every image a candidate (a collection of at most `candidates`) the
+    result is that of `database_augmentation` + `query_expansion` over the whole collection.
+    """
+    n_cand = max(k, candidates)
+    out_scores = np.full((len(queries), k), -np.inf, np.float32)
+    out_ids = np.full((len(queries), k), -1, np.int64)
+    for s in range(0, len(queries), RERANK_BLOCK):
+        block = queries[s : s + RERANK_BLOCK]
+        if exclude is None:
+            _, cand = knn(block, n_cand)  # (b, n_cand) positions, best first
+        else:
+            sc, cand = knn(block, n_cand + 1)
+            _, cand = drop_excluded(sc, cand, exclude[s : s + RERANK_BLOCK], n_cand)
+        have = np.unique(cand[cand >= 0])
+        if len(have) == 0:
+            continue
+        dba = _augment(have, knn, lookup, config)  # (u, dim), row j is item have[j]
+        for i, (q, row) in enumerate(zip(block, cand, strict=True)):
+            row = row[row >= 0]
+            d = dba[np.searchsorted(have, row)]  # (c, dim)
+            q2 = query_expansion(q[None], d, config.qe_neighbors, config.alpha)  # (1, dim)
+            best, col = top_k(q2 @ d.T, k)
+            out_scores[s + i] = best[0]
+            out_ids[s + i] = np.where(col[0] >= 0, row[np.maximum(col[0], 0)], -1)
+    return out_scores, out_ids

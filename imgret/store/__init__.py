@@ -1,0 +1,1 @@
+"""The collection on disk: SQLite metadata, embedding chunks, FAISS index files."""

@@ -1,0 +1,1 @@
+"""Learning a model without labels, and sharpening one (fine-tuning, whitening)."""

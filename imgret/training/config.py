@@ -1,0 +1,85 @@
+"""Settings of label-free training, stored beside every checkpoint.
+
+One place for the defaults: `TrainConfig()` is what `imgret train` trains, and the settings an
+objective needs (epochs, batch size, schedule, patience) follow the objective unless given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TrainConfig", "OBJECTIVES", "DEFAULT_OBJECTIVE", "objective_model_defaults"]
+
+OBJECTIVES = ("reconstruction", "denoising", "contrastive")
+
+# What `imgret train` uses when no --objective is given: the label-free setting that measured
+# best on the benchmarks (bench/results/quality.md).
+DEFAULT_OBJECTIVE = "contrastive"
+
+# Per objective: (epochs, batch_size, schedule, patience), as measured (bench/results/quality.md).
+_BY_OBJECTIVE: dict[str, tuple[int, int, str, int]] = {
+    "contrastive": (10, 256, "cosine", 10),
+    "reconstruction": (20, 128, "constant", 5),
+    "denoising": (20, 128, "constant", 5),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: str = DEFAULT_OBJECTIVE  # "reconstruction", "denoising" or "contrastive"
+    epochs: int | None = None  # maximum passes over the training images (None: the objective's)
+    batch_size: int | None = None  # images per optimisation step (None: the objective's)
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    val_fraction: float = 0.1  # share of images held out for the validation loss
+    patience: int | None = None  # stop after this many epochs without a better validation loss
+    flip: bool = True  # random horizontal flip (p=0.5) of training batches
+    seed: int = 0  # one seed for the split, initialisation, shuffling and flips
+    augment: str = "auto"  # views of imgret.training.augment.AUGMENT_PRESETS; "auto": by channels
+    temperature: float = 0.5  # softmax temperature of the contrastive (NT-Xent) loss
+    mask_ratio: float = 0.5  # share of 4x4 patches zeroed in the denoising objective's input
+    schedule: str | None = None  # learning rate per step: "constant" or "cosine" (decay to 0)
+    workers: int = 2  # data-loader worker processes for image folders (0 = main process)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        epochs, batch_size, schedule, patience = _BY_OBJECTIVE[self.objective]
+        for name, default in (("epochs", epochs), ("batch_size", batch_size),
+                              ("schedule", schedule), ("patience", patience)):  # fmt: skip
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+    # After __post_init__ these are never None; typed accessors for the training loop.
+    @property
+    def n_epochs(self) -> int:
+        return int(self.epochs or 0)
+
+    @property
+    def batch(self) -> int:
+        return int(self.batch_size or 1)
+
+    @property
+    def wait(self) -> int:
+        """Epochs without a better validation loss before training stops (`patience`)."""
+        return int(self.patience or 0)
+
+
+def objective_model_defaults(objective: str, channels: int, embedding_dim: int) -> dict[str, Any]:
+    """ModelConfig fields that suit an objective, as measured (bench/results/quality.md).
+
+    Contrastive models have no decoder, a projection head, and a PCA-whitening to 128 dims;
+    their feature map is flattened for grayscale images (aligned objects such as Fashion-MNIST)
+    and averaged for RGB photos.
+    """
+    if objective != "contrastive":
+        return {}
+    return {
+        "decoder": "none",
+        "projection_dim": 128,
+        "pool": "flatten" if channels == 1 else "avg",
+        "whiten_dim": min(128, embedding_dim),
+    }

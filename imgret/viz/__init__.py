@@ -1,0 +1,1 @@
+"""Pictures of the work: loss curves, reconstructions, elbow plot, result grids, clusters."""
