@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import UserError
 from ..core.progress import progress_bar
-from .images import ImageError, to_array
+from .images import ImageError, decode_image, read_image_file, to_array
 from .sources import ImageSource
 
 __all__ = [
@@ -31,8 +31,9 @@ __all__ = [
     "split_indices", "sha256_file",
 ]  # fmt: skip
 
-# What one dataset item is: (position, (C, S, S) uint8 or None, reason or None, sha256 or None)
-Item = tuple[int, "np.ndarray | None", "str | None", "str | None"]
+# One dataset item: (position, (C, S, S) uint8 or None, reason or None, sha256 or None,
+# Pillow's warnings while decoding)
+Item = tuple[int, "np.ndarray | None", "str | None", "str | None", list[str]]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Batch:
     indices: torch.Tensor  # (B,) int64 positions in the source of the decoded images
     failures: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
     digests: list[str | None] = field(default_factory=list)  # sha256 per decoded image, if asked
+    warnings: list[tuple[int, str]] = field(default_factory=list)  # (position, Pillow's warning)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -56,7 +58,8 @@ def sha256_file(path: str | Path) -> str:
 class ImageDataset(Dataset):
     """Item i of `source`, decoded and resized: (i, (C, size, size) uint8 or None, reason, sha256).
 
-    With `hash_files` the content hash of each file is computed too (for change detection).
+    Each file is read once: its content hash (with `hash_files`, for change detection) and
+    its decoding come from the same bytes; big JPEGs are decoded at a reduced scale.
     """
 
     def __init__(
@@ -71,26 +74,35 @@ class ImageDataset(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int) -> Item:
-        digest = None
+        digest, warned = None, []
+        key = self.source.keys[i]
         try:
-            if self.hash_files:
-                digest = sha256_file(self.source.keys[i])
-            return i, to_array(self.source.load(i), self.size, self.channels), None, digest
+            if self.source.arrays is not None:
+                image = self.source.load(i)
+            else:
+                data = read_image_file(key)
+                if self.hash_files:
+                    digest = hashlib.sha256(data).hexdigest()
+                mode = "L" if self.channels == 1 else "RGB"
+                decoded = decode_image(data, name=key, mode=mode, target=self.size)
+                image, warned = decoded.image, decoded.warnings
+            return i, to_array(image, self.size, self.channels), None, digest, warned
         except ImageError as e:
-            return i, None, str(e), digest
+            return i, None, str(e), digest, warned
         except OSError as e:
-            return i, None, f"{self.source.keys[i]}: cannot read ({e})", digest
+            return i, None, f"{key}: cannot read ({e})", digest, warned
 
 
 def _collate(items: list[Item]) -> Batch:
-    good = [(i, a, d) for i, a, _, d in items if a is not None]
-    failures = [(i, err or "unknown error") for i, a, err, _ in items if a is None]
+    good = [(i, a, d) for i, a, _, d, _ in items if a is not None]
+    failures = [(i, err or "unknown error") for i, a, err, _, _ in items if a is None]
+    warned = [(i, w) for i, _, _, _, ws in items for w in ws]
     if good:
         images = torch.from_numpy(np.stack([a for _, a, _ in good]))
     else:
         images = torch.empty((0,), dtype=torch.uint8)
     indices = torch.tensor([i for i, _, _ in good], dtype=torch.int64)
-    return Batch(images, indices, failures, [d for _, _, d in good])
+    return Batch(images, indices, failures, [d for _, _, d in good], warned)
 
 
 def _die_with_parent(_: int) -> None:
