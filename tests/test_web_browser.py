@@ -102,7 +102,7 @@ def test_upload_a_query_and_see_the_expected_first_result(
         assert first.locator(".name").inner_text() == web.query_name
         assert float(first.locator(".score").inner_text()) == pytest.approx(1.0, abs=1e-3)
         assert page.locator("#hits .card").count() == 12
-        assert "results (exact search)" in page.locator("#status").inner_text()
+        assert "results (index search)" in page.locator("#status").inner_text()
         # every thumbnail shown was served (the cookie carries the token to <img> requests),
         # except that of the symlink pointing out of the collection, which is refused
         page.wait_for_function(

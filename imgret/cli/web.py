@@ -38,6 +38,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="largest query image accepted, MB (default: 20)",
     )
     p.add_argument(
+        "--allow-add",
+        type=Path,
+        metavar="DIR",
+        help="let the pages add images (uploaded files, kept in COLLECTION/uploads, or folders "
+        "under DIR) and remove images (under DIR or uploaded); off by default",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -56,6 +63,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         max_upload_bytes=int(a.max_upload_mb * 1024 * 1024),
         cache_dir=a.cache_dir,
         threads=a.threads,
+        allow_add=a.allow_add.expanduser().resolve() if a.allow_add else None,
     )
     require = False if a.no_token else None
     token = a.token or os.environ.get("IMGRET_TOKEN") or None

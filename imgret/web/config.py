@@ -1,4 +1,4 @@
-"""Settings of the web app (limits, thumbnail cache, thread use)."""
+"""Settings of the web app (limits, thumbnail cache, thread use, adding images)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 __all__ = ["WebConfig", "LOOPBACK_HOSTS"]
 
-# Host header values accepted when serving on the loopback interface: a page on another site
-# that rebinds its own DNS name to 127.0.0.1 is then refused (DNS rebinding).
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+# Host header values always accepted when serving on a loopback address: a page on another
+# site that rebinds its own DNS name to 127.0.0.1 is then refused (DNS rebinding).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -22,4 +22,10 @@ class WebConfig:
     thumb_size: int = 160  # longest side of a thumbnail, pixels
     cache_dir: Path | None = None  # thumbnail cache; None: <collection>/thumbs
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS  # Host header check; ("*",) turns it off
-    threads: int | None = None  # torch and BLAS threads per search; None: leave as they are
+    threads: int | None = None  # torch, BLAS and FAISS threads per search; None: as they are
+    # Adding and removing images from the pages: off (None), or the folder under which
+    # server-side folders may be added. Uploaded files are kept in <collection>/uploads/.
+    allow_add: Path | None = None
+    max_add_bytes: int = 500 * 1024 * 1024  # largest upload of files to add, all together
+    max_add_files: int = 2000  # most files one upload may add
+    duplicate_threshold: float = 0.95  # default similarity of the duplicates page

@@ -1,8 +1,11 @@
 """The files the web app serves: collection images (checked) and their cached thumbnails.
 
 A file is only ever found through a collection key, never through a path from a request, and
-only served when its real path (symlinks resolved) is a regular file inside one of the
-collection's source folders. Thumbnails are made once and kept in a cache folder.
+only served when it is a regular image file and either its real path (symlinks resolved) lies
+inside one of the collection's folders (the folder it was indexed from, its uploads), or the
+key is that real path itself: `imgret add` stores the resolved path of each file it adds, so a
+file added from another folder is served, while a symlink inside the folder that points out of
+it is not. Thumbnails are made once and kept in a cache folder.
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ class ImageBlob:
 class ItemFiles:
     """Find, check and thumbnail the image behind a collection key.
 
-    `roots` are the folders the collection was embedded from; a key outside them (after
-    resolving symlinks) is refused.
+    `roots` are the folders the collection was embedded from (and its uploads folder); a key
+    that resolves outside them is refused unless the key is its own real path. `names_under`:
+    folders that display names are made relative to first (then the roots).
     """
 
-    def __init__(self, roots: list[Path], cache_dir: Path, thumb_size: int) -> None:
+    def __init__(
+        self, roots: list[Path], cache_dir: Path, thumb_size: int, names_under: tuple = ()
+    ) -> None:
         self.roots = [Path(os.path.realpath(r)) for r in roots if Path(r).is_dir()]
-        self._prefixes = [str(r).rstrip(os.sep) + os.sep for r in self.roots]
+        named = [*(Path(os.path.realpath(r)) for r in names_under), *self.roots]
+        self._prefixes = [str(r).rstrip(os.sep) + os.sep for r in named]
         self.cache_dir = cache_dir
         self.thumb_size = thumb_size
 
@@ -66,13 +73,14 @@ class ItemFiles:
         """
         if key.startswith(BUILTIN_PREFIX):
             raise ValueError("builtin keys have no file")
-        if not self.roots:
-            raise WebError(404, "the collection's source folder is not available on this machine")
         path = Path(key)
         if not path.is_absolute():
+            if not self.roots:
+                raise WebError(404, "the collection's folder is not available on this machine")
             path = self.roots[0] / path
         real = Path(os.path.realpath(path))
-        if not any(real.is_relative_to(root) for root in self.roots):
+        own = path.is_absolute() and str(real) == os.path.normpath(key) and ".." not in path.parts
+        if not own and not any(real.is_relative_to(root) for root in self.roots):
             raise WebError(403, "refused: the file lies outside the collection's folder")
         try:
             mode = os.stat(real).st_mode

@@ -1,26 +1,34 @@
-"""ASGI middleware of the web app: access token, request size limit, security headers."""
+"""ASGI middleware of the web app: Host check, cross-site guard, request size limit, headers.
+
+The access token (imgret/web/auth.py) sits between the cross-site guard and the size limit.
+"""
 
 from __future__ import annotations
 
-import hmac
 import json
-from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["TokenGate", "BodyLimit", "SecurityHeaders", "TOKEN_COOKIE"]
+__all__ = ["HostGuard", "CrossSiteGuard", "BodyLimit", "SecurityHeaders", "header", "send_json",
+           "host_name"]  # fmt: skip
 
-TOKEN_COOKIE = "imgret_token"
 # Pages and API answers may only load what the app itself serves (uploads are shown as blobs).
 _CSP = (
     "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
-_DOC_PATHS = ("/docs", "/redoc")  # FastAPI's documentation pages load their scripts elsewhere
+# The API documentation pages (Swagger UI, ReDoc, served from the package): their scripts are
+# ours too, but they set styles inline and ReDoc searches in a worker made from a blob.
+_DOCS_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; font-src 'self' data:; worker-src 'self' blob:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+_DOC_PATHS = ("/docs", "/redoc")
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-async def _send_json(send: Send, status: int, detail: str, headers: list | None = None) -> None:
+async def send_json(send: Send, status: int, detail: str, headers: list | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -36,94 +44,90 @@ async def _send_json(send: Send, status: int, detail: str, headers: list | None 
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-class TokenGate:
-    """Every request needs the token when one is set: as `Authorization: Bearer TOKEN`, an
-    `X-Imgret-Token` header, the `imgret_token` cookie, or `?token=TOKEN`.
+def host_name(value: str) -> str:
+    """The host of a Host header or an origin's authority, lower case, without the port:
+    ``[::1]:8000`` -> ``::1``, ``Example.org:80`` -> ``example.org``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
-    A page opened with a correct `?token=` gets the cookie and is redirected to the same
-    address without it, so the token does not stay in the address bar or the history.
+
+class HostGuard:
+    """Refuse (400) a request whose Host header names another host than `allowed` ("*": any).
+
+    Against DNS rebinding: a page of another site whose name resolves to 127.0.0.1 sends its
+    own name as Host. IPv6 hosts are compared without brackets.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
         self.app = app
-        self.token = token.encode() if token else None
-
-    def _ok(self, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(given.encode(), self.token or b"")
+        self.any = "*" in allowed
+        self.allowed = {host_name(h) if h.startswith("[") else h.lower() for h in allowed}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.token is None:
-            await self.app(scope, receive, send)
-            return
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
-        by_query = next((v for k, v in query if k == "token"), None)
-        auth = _header(scope, b"authorization") or ""
-        cookie = SimpleCookie(_header(scope, b"cookie") or "").get(TOKEN_COOKIE)
-        candidates = [
-            auth[7:] if auth.lower().startswith("bearer ") else None,
-            _header(scope, b"x-imgret-token"),
-            cookie.value if cookie else None,
-        ]
-        if any(self._ok(c) for c in candidates):
-            await self.app(scope, receive, send)
-        elif (
-            self._ok(by_query)
-            and scope["method"] == "GET"
-            and not scope["path"].startswith("/api/")
-        ):
-            rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = scope["path"] + (f"?{rest}" if rest else "")
-            cookie_header = f"{TOKEN_COOKIE}={by_query}; HttpOnly; SameSite=Strict; Path=/"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 303,
-                    "headers": [
-                        (b"location", location.encode()),
-                        (b"set-cookie", cookie_header.encode()),
-                        (b"content-length", b"0"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-        elif self._ok(by_query):
-            await self.app(scope, receive, send)
-        else:
-            await _send_json(
-                send,
-                401,
-                "an access token is needed: open the address `imgret serve` printed (it ends "
-                "in ?token=...), or send the header 'Authorization: Bearer TOKEN'",
-                [(b"www-authenticate", b"Bearer")],
-            )
+        if scope["type"] in ("http", "websocket") and not self.any:
+            if host_name(header(scope, b"host") or "") not in self.allowed:
+                await send_json(send, 400, "invalid host header: this server answers only to "
+                                "its own address")  # fmt: skip
+                return
+        await self.app(scope, receive, send)
+
+
+class CrossSiteGuard:
+    """Refuse (403) a state-changing request (any method but GET, HEAD, OPTIONS) sent by a page
+    of another site, with or without an access token: by `Sec-Fetch-Site` when the browser
+    sends it, else by `Origin`. Requests without either (curl, scripts) are not browsers'
+    cross-site requests and pass."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
+            site = header(scope, b"sec-fetch-site")
+            origin = header(scope, b"origin")
+            host = header(scope, b"host") or ""
+            cross = site is not None and site not in ("same-origin", "none")
+            if origin is not None and not cross:
+                scheme = scope.get("scheme", "http")
+                cross = origin.lower().rstrip("/") != f"{scheme}://{host.lower()}"
+            if cross:
+                await send_json(send, 403, "refused: a request from another site may not change "
+                                "or search this collection")  # fmt: skip
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
-    """Refuse (413) a request whose body is over `max_bytes`, before the app parses it.
+    """Refuse (413) a request whose body is over its limit, before the app parses it.
 
-    The body is read here, at most `max_bytes` of it, and handed on whole; a declared
-    Content-Length over the limit is refused without reading anything.
+    The body is read here, at most the limit of it, and handed on whole; a declared
+    Content-Length over the limit is refused without reading anything. `larger`: paths (exact)
+    with a limit of their own.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http" or scope["method"] in _SAFE_METHODS:
             await self.app(scope, receive, send)
             return
-        too_big = f"the request is larger than the limit of {self.max_bytes:,} bytes"
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_json(send, 413, too_big)
+        limit = self.larger.get(scope["path"], self.max_bytes)
+        too_big = f"the request is larger than the limit of {limit:,} bytes"
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_json(send, 413, too_big)
             return
         body = bytearray()
         more = True
@@ -133,8 +137,8 @@ class BodyLimit:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await _send_json(send, 413, too_big)
+            if len(body) > limit:
+                await send_json(send, 413, too_big)
                 return
         handed: list[bool] = []
 
@@ -157,7 +161,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"].startswith(_DOC_PATHS)
+        csp = _DOCS_CSP if scope["path"] in _DOC_PATHS else _CSP
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -166,9 +170,8 @@ class SecurityHeaders:
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
+                    (b"content-security-policy", csp.encode()),
                 ]
-                if not docs:
-                    headers.append((b"content-security-policy", _CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -17,6 +17,14 @@ __all__ = [
     "Limits",
     "Info",
     "Problem",
+    "Facet",
+    "Facets",
+    "Filter",
+    "DuplicateItem",
+    "Duplicates",
+    "JobReport",
+    "Job",
+    "Folders",
 ]
 
 
@@ -40,11 +48,17 @@ class Query(BaseModel):
     item: Item | None  # the collection image searched for (kind "item")
 
 
+class Filter(BaseModel):
+    label: str | None  # only images with this label
+    folder: str | None  # only images under this folder (relative to the collection's folder)
+
+
 class SearchResult(BaseModel):
     query: Query
-    mode: str  # "exact" or "cluster"
-    rerank: bool = False  # re-ranked without labels (DBA + alpha-QE; exact mode only)
+    mode: str  # "index" (the collection's FAISS index), "exact" or "cluster"
+    rerank: bool = False  # re-ranked without labels (DBA + alpha-QE; index and exact mode)
     k: int
+    filter: Filter
     cluster: int | None  # the query's cluster in cluster mode
     took_ms: float  # embedding + ranking, in the server
     hits: list[Hit]
@@ -103,8 +117,58 @@ class Info(BaseModel):
     elbow_k: int | None
     modes: list[str]
     plots: dict[str, str]  # plot name -> URL, for the plots that exist
+    can_add: bool  # images may be added and removed from the pages (--allow-add)
     limits: Limits
 
 
 class Problem(BaseModel):
     detail: str  # what was wrong, in words
+
+
+class Facet(BaseModel):
+    name: str
+    count: int  # images
+
+
+class Facets(BaseModel):
+    labels: list[Facet]
+    folders: list[Facet]  # every folder level, relative to the collection's folder
+
+
+class DuplicateItem(Item):
+    score: float  # its highest similarity to another image of the group
+
+
+class Duplicates(BaseModel):
+    threshold: float
+    total: int  # groups
+    pairs: int  # pairs of images at or above the threshold
+    offset: int
+    groups: list[list[DuplicateItem]]  # biggest group first
+
+
+class JobReport(BaseModel):
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    count: int = 0  # images in the collection after the job
+    failed: list[list[str]] = []  # [name, reason] of files that could not be added
+
+
+class Job(BaseModel):
+    id: int
+    kind: str  # "add" or "remove"
+    what: str
+    state: str  # queued, running, done, failed
+    message: str  # why it failed
+    total: int  # files (or images) of the job
+    done: int  # of them committed so far
+    seconds: float
+    report: JobReport
+    new_ids: list[int]  # ids of the images added (when done)
+
+
+class Folders(BaseModel):
+    root: str  # the folder given to --allow-add
+    folders: list[str]  # relative to it; "" is the folder itself

@@ -1,42 +1,57 @@
-"""What the web app does with a collection, without HTTP: search, list, describe.
+"""What the web app does with a collection, without HTTP: search, list, describe, follow changes.
 
-`CollectionService` loads the collection and its model once; its methods return plain
-JSON-ready dicts (the shapes are the pydantic models of imgret/web/schemas.py). Searching is
-CPU-bound and runs in the server's thread pool; a semaphore keeps at most `slots` searches
-computing at once so that concurrent requests do not oversubscribe the cores.
+`CollectionService` loads the collection's model once and serves from a `Snapshot` of the
+collection (imgret/web/snapshot.py). Before each request it compares the collection's stamp
+(a few `stat` calls) with the snapshot's: when a writer (`imgret index`, `add`, `remove`,
+`cluster`, or a job started from the pages) has committed since, one request opens a new
+snapshot while the others go on with the old one, so no request waits or fails for a reload.
+
+Searches go through the Searcher of the snapshot (the collection's FAISS index by default);
+concurrent searches of the same kind are ranked together in one batch (imgret/web/batching.py).
+Methods return plain JSON-ready dicts (the shapes are the pydantic models of schemas.py).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from .batching import SearchQueue
 from .config import WebConfig
 from .errors import WebError
 from .files import ItemFiles
+from .snapshot import Snapshot, stamp
 
-__all__ = ["CollectionService", "PLOTS"]
+__all__ = ["CollectionService", "PLOTS", "MODES"]
 
 # Pictures drawn by `imgret train` (model folder) and `imgret cluster` (collection folder).
 PLOTS = ("elbow", "clusters", "loss", "reconstructions")
+MODES = ("index", "exact", "cluster")
+RETRY_S = 1.0  # after a failed reload, serve the old snapshot this long before trying again
+log = logging.getLogger("imgret.web")
+
+
+def version(key: str) -> str:
+    """A short tag of a key, in image URLs: ids are positions, which change with the collection,
+    so a cached thumbnail of id 7 must not be shown for another image 7."""
+    return format(zlib.crc32(key.encode("utf-8", "surrogateescape")), "08x")
 
 
 class CollectionService:
-    """One loaded collection and the model that embeds its queries."""
+    """One collection, followed as it changes, and the model that embeds its queries."""
 
     def __init__(self, collection_path: str | Path, config: WebConfig) -> None:
         import torch
 
-        from ..models import registry
-        from ..retrieval.searcher import Searcher
-        from ..store.opening import open_collection
+        from ..store.index_files import set_threads
 
         if config.threads:
             # Concurrent requests are the parallelism: each search gets few threads, so that
@@ -45,75 +60,100 @@ class CollectionService:
 
             torch.set_num_threads(config.threads)
             threadpool_limits(config.threads, user_api="blas")
+            set_threads(config.threads)
         self.config = config
-        self.collection = coll = open_collection(collection_path)
+        self.path = Path(collection_path)
+        self._reload_lock = threading.Lock()
+        self._next_try = 0.0
+        self.snapshot = Snapshot(self.path)
+        self._load_model(self.snapshot)
+        self.slots = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+        self._compute = threading.BoundedSemaphore(self.slots)
+        self.queue = SearchQueue(self.slots)
+        self._duplicates: dict[tuple[int, float], Any] = {}
+        self.embed_image(Image.new("RGB", (8, 8)))  # the first real query is then no slower
+
+    def _load_model(self, snap: Snapshot) -> None:
+        from ..models import registry
+
+        coll = snap.collection
         ref = coll.model["ref"]
         self.embedder = registry.load(ref)
         coll.check_model(registry.describe(ref, self.embedder))
-        self.searcher = Searcher(coll)
+        self.model = dict(coll.model)
         self.model_dir = Path(ref) if Path(ref).is_dir() else None
-        sources = coll.info.get("sources") or [coll.info.get("source", "")]
-        self.files = ItemFiles(
-            [Path(s) for s in sources if s],
-            Path(config.cache_dir) if config.cache_dir else coll.path / "thumbs",
-            config.thumb_size,
-        )
-        self.slots = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
-        self._compute = threading.BoundedSemaphore(self.slots)
-        # Read everything the requests use here, on this thread: the collection's metadata
-        # store (SQLite) may only be used by the thread that opened it, and requests run in
-        # a thread pool. The warm-up searches also make the first real query no slower.
-        _ = (coll.keys, coll.labels, coll.embeddings, coll.clustering, coll.elbow)
-        self._skipped = len(getattr(coll, "skipped", None) or coll.info.get("skipped", []))
-        self._index = _describe_index(coll)
-        self._members, self._bounds = self._order_clusters()
-        query = self.embed_image(Image.new("RGB", (8, 8)))
-        for mode in ("exact", "cluster") if coll.clustering is not None else ("exact",):
-            self._search(query, {}, 1, mode, time.perf_counter())
+        self.files = self._files(coll)
 
-    def _order_clusters(self) -> tuple[np.ndarray, np.ndarray]:
-        """Members of every cluster, most central first -> (order (n,), bounds (K + 1,))."""
-        c = self.collection.clustering
-        if c is None:
-            return np.zeros(0, np.int64), np.zeros(1, np.int64)
-        emb = self.collection.embeddings  # (n_images, dim)
-        nearest = c.centroids[c.assignments]  # (n_images, dim): each image's own centroid
-        closeness = -((emb - nearest) ** 2).sum(1)  # (n_images,)
-        order = np.lexsort((-closeness, c.assignments))  # by cluster, then closest first
-        bounds = np.searchsorted(c.assignments[order], np.arange(c.k + 1))
-        return order.astype(np.int64), bounds.astype(np.int64)
+    def _files(self, coll: Any) -> ItemFiles:
+        roots = [Path(coll.info.get("source", "")), coll.path / "uploads"]
+        if self.config.allow_add is not None:
+            roots.append(self.config.allow_add)
+        cache = self.config.cache_dir or coll.path / "thumbs"
+        return ItemFiles([r for r in roots if str(r)], Path(cache), self.config.thumb_size,
+                         names_under=(coll.path,))  # fmt: skip
+
+    # -- following the collection ----------------------------------------------------------
+
+    def current(self) -> Snapshot:
+        """The snapshot to answer with: reopened first when the collection changed since.
+
+        One thread reloads; the others go on with the snapshot they have. A reload that fails
+        (a writer in the middle of a change) is tried again a moment later.
+        """
+        snap = self.snapshot
+        if stamp(self.path) == snap.stamp or time.monotonic() < self._next_try:
+            return snap
+        if not self._reload_lock.acquire(blocking=False):
+            return snap
+        try:
+            if stamp(self.path) != self.snapshot.stamp:
+                fresh = Snapshot(self.path)
+                if fresh.collection.model != self.model:
+                    self._load_model(fresh)
+                self.files = self._files(fresh.collection)
+                self.snapshot = fresh
+                self._duplicates.clear()
+        except Exception as e:  # noqa: BLE001 - keep serving the last good snapshot
+            log.warning("imgret: the collection could not be reopened (%s); retrying", e)
+            self._next_try = time.monotonic() + RETRY_S
+        finally:
+            self._reload_lock.release()
+        return self.snapshot
 
     # -- describing -------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self.collection)
+        return self.current().count
 
     def plot_path(self, name: str) -> Path | None:
         """The file of a plot named in PLOTS, or None when it was not drawn."""
-        folder = self.model_dir if name in ("loss", "reconstructions") else self.collection.path
+        folder = self.model_dir if name in ("loss", "reconstructions") else self.path
         path = folder / f"{name}.png" if folder is not None and name in PLOTS else None
         return path if path is not None and path.is_file() else None
 
     def info(self) -> dict[str, Any]:
-        coll = self.collection
+        snap = self.current()
+        coll = snap.collection
         model = {
             k: coll.model.get(k) for k in ("ref", "name", "embedding_dim", "image_size", "channels")
         }
-        c = coll.clustering
+        c = snap.clustering
+        elbow = coll.elbow
         return {
             "name": coll.path.resolve().name,
-            "count": len(coll),
+            "count": snap.count,
             "dim": coll.dim,
             "metric": coll.metric,
-            "index": self._index,
+            "index": snap.describe_index(),
             "model": model,
             "source": str(coll.info.get("source", "")),
-            "skipped": self._skipped,
+            "skipped": snap.skipped,
             "clustered": c is not None,
             "k": c.k if c is not None else None,
-            "elbow_k": coll.elbow.chosen_k if coll.elbow is not None else None,
-            "modes": ["exact", "cluster"] if c is not None else ["exact"],
+            "elbow_k": elbow.chosen_k if elbow is not None else None,
+            "modes": list(MODES) if c is not None else ["index", "exact"],
             "plots": {n: f"/api/plots/{n}" for n in PLOTS if self.plot_path(n) is not None},
+            "can_add": self.config.allow_add is not None,
             "limits": {
                 "max_k": self.config.max_k,
                 "max_page": self.config.max_page,
@@ -121,56 +161,96 @@ class CollectionService:
             },
         }
 
-    def item(self, i: int) -> dict[str, Any]:
+    def item(self, i: int, snap: Snapshot | None = None) -> dict[str, Any]:
         """One image of the collection as shown in pages (no absolute paths)."""
-        i = self._check_id(i)
-        coll = self.collection
-        c = coll.clustering
+        snap = snap or self.current()
+        i = self._check_id(snap, i)
+        coll = snap.collection
+        c = snap.clustering
         return {
             "id": i,
             "name": self.files.display_name(coll.keys[i]),
             "label": coll.labels[i],
             "cluster": int(c.assignments[i]) if c is not None else None,
-            "thumb": f"/api/thumbs/{i}",
-            "image": f"/api/images/{i}",
+            "thumb": f"/api/thumbs/{i}?v={version(coll.keys[i])}",
+            "image": f"/api/images/{i}?v={version(coll.keys[i])}",
         }
 
-    def items(self, offset: int, limit: int) -> dict[str, Any]:
-        """A page of the collection in its stored order."""
-        stop = min(len(self), offset + self._limit(limit))
-        return {
-            "total": len(self),
-            "offset": offset,
-            "items": [self.item(i) for i in range(min(offset, stop), stop)],
-        }
+    def items(
+        self, offset: int, limit: int, label: str | None = None, folder: str | None = None
+    ) -> dict[str, Any]:
+        """A page of the collection in its stored order (of the filter's images only)."""
+        snap = self.current()
+        if label is None and folder is None:
+            stop = min(snap.count, offset + self._limit(limit))
+            ids = range(min(offset, stop), stop)
+            total = snap.count
+        else:
+            chosen = snap.matching(self.files.display_name, label, folder)
+            total = len(chosen)
+            ids = chosen[offset : offset + self._limit(limit)].tolist()
+        return {"total": total, "offset": offset, "items": [self.item(i, snap) for i in ids]}
+
+    def facets(self) -> dict[str, Any]:
+        return self.current().facets(self.files.display_name)
 
     def clusters(self, offset: int, limit: int) -> dict[str, Any]:
         """A page of clusters, each with its size and its most central images."""
-        c = self._clustering()
+        snap = self.current()
+        c = self._clustering(snap)
         stop = min(c.k, offset + self._limit(limit))
         out = []
         for ci in range(min(offset, stop), stop):
-            lo, hi = int(self._bounds[ci]), int(self._bounds[ci + 1])
-            samples = self._members[lo : min(hi, lo + self.config.cluster_samples)]
-            out.append(
-                {"cluster": ci, "size": hi - lo, "samples": [self.item(int(i)) for i in samples]}
-            )
+            lo, hi = int(snap.bounds[ci]), int(snap.bounds[ci + 1])
+            samples = snap.members[lo : min(hi, lo + self.config.cluster_samples)]
+            out.append({
+                "cluster": ci, "size": hi - lo,
+                "samples": [self.item(int(i), snap) for i in samples],
+            })  # fmt: skip
         return {"total": c.k, "offset": offset, "clusters": out}
 
     def cluster(self, ci: int, offset: int, limit: int) -> dict[str, Any]:
         """A page of one cluster's images, most central first."""
-        c = self._clustering()
+        snap = self.current()
+        c = self._clustering(snap)
         if not 0 <= ci < c.k:
             raise WebError(404, f"no cluster {ci}: the collection has clusters 0 to {c.k - 1}")
-        lo, hi = int(self._bounds[ci]), int(self._bounds[ci + 1])
+        lo, hi = int(snap.bounds[ci]), int(snap.bounds[ci + 1])
         start = min(lo + offset, hi)
-        stop = min(hi, start + self._limit(limit))
-        members = self._members[start:stop]
+        members = snap.members[start : min(hi, start + self._limit(limit))]
         return {
             "cluster": ci,
             "total": hi - lo,
             "offset": offset,
-            "items": [self.item(int(i)) for i in members],
+            "items": [self.item(int(i), snap) for i in members],
+        }
+
+    def duplicates(self, threshold: float, offset: int, limit: int) -> dict[str, Any]:
+        """Groups of near-duplicate images (as `imgret duplicates` finds them), biggest first."""
+        from ..retrieval.duplicates import duplicate_groups, find_duplicates
+
+        snap = self.current()
+        key = (id(snap), round(threshold, 4))
+        found = self._duplicates.get(key)
+        if found is None:
+            with self._compute:
+                pairs = find_duplicates(snap.searcher, threshold) if snap.count > 1 else []
+            best: dict[int, float] = {}
+            for p in pairs:
+                best[p.a] = max(best.get(p.a, -1.0), p.score)
+                best[p.b] = max(best.get(p.b, -1.0), p.score)
+            found = (duplicate_groups(pairs), best, len(pairs))
+            self._duplicates[key] = found
+        groups, best, n_pairs = found
+        page = groups[offset : offset + self._limit(limit)]
+        return {
+            "threshold": threshold,
+            "total": len(groups),
+            "pairs": n_pairs,
+            "offset": offset,
+            "groups": [
+                [{**self.item(i, snap), "score": round(best[i], 6)} for i in g] for g in page
+            ],
         }
 
     # -- searching --------------------------------------------------------------------------
@@ -183,45 +263,69 @@ class CollectionService:
             return embed_images(self.embedder, [image])
 
     def search_image(
-        self, image: Image.Image, name: str, k: int, mode: str, rerank: bool = False
-    ) -> dict[str, Any]:
-        """Rank the collection for an uploaded image."""
-        t0 = time.perf_counter()
-        query = self.embed_image(image)
-        about = {"kind": "upload", "name": name, "item": None}
-        return self._search(query, about, k, mode, t0, rerank=rerank)
+        self, decode: Any, name: str, k: int, mode: str, *, rerank: bool = False,
+        label: str | None = None, folder: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Rank the collection for an uploaded image; `decode()` gives the image."""
+        from ..models.embed import embed_images
 
-    def search_item(self, i: int, k: int, mode: str, rerank: bool = False) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        with self._compute:  # decoding and embedding: at most `slots` uploads at once
+            query = embed_images(self.embedder, [decode()])
+        about = {"kind": "upload", "name": name, "item": None}
+        return self._search(self.current(), query, about, k, mode, t0, rerank, label, folder)
+
+    def search_item(
+        self, i: int, k: int, mode: str, *, rerank: bool = False, label: str | None = None,
+        folder: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         """ "More like this": rank the collection for one of its images (itself left out)."""
         t0 = time.perf_counter()
-        item = self.item(i)
-        query = self.collection.embeddings[i : i + 1]  # (1, dim)
+        snap = self.current()
+        item = self.item(i, snap)
+        coll = snap.collection
+        query = coll.fetch(coll.rows[i : i + 1])  # (1, dim), from the memory-mapped chunk
         about = {"kind": "item", "name": item["name"], "item": item}
-        return self._search(query, about, k, mode, t0, rerank=rerank, exclude=i)
+        return self._search(snap, query, about, k, mode, t0, rerank, label, folder, exclude=i)
 
     def _search(
-        self, query: np.ndarray, about: dict[str, Any], k: int, mode: str, t0: float,
-        *, rerank: bool = False, exclude: int | None = None,
+        self, snap: Snapshot, query: np.ndarray, about: dict[str, Any], k: int, mode: str,
+        t0: float, rerank: bool, label: str | None, folder: str | None, exclude: int = -1,
     ) -> dict[str, Any]:  # fmt: skip
         from ..core.errors import UserError
         from ..retrieval.rerank import RerankConfig
 
-        if mode == "cluster" and self.collection.clustering is None:
+        if mode == "cluster" and snap.clustering is None:
             raise WebError(
                 400,
-                "the collection is not clustered: use mode=exact, or run "
+                "the collection is not clustered: use mode=index or exact, or run "
                 "`imgret cluster` on it first",
             )
+        if rerank and mode == "cluster":
+            raise WebError(400, "re-ranking works in index or exact mode, not in cluster mode")
+        searcher, positions = snap.searcher, None
+        if label is not None or folder is not None:
+            positions = snap.matching(self.files.display_name, label, folder)
+            searcher = snap.subset_searcher((label or "", folder or ""), positions)
+            if exclude >= 0:
+                j = int(np.searchsorted(positions, exclude))
+                found = j < len(positions) and positions[j] == exclude
+                exclude = j if found else -1
         try:
-            with self._compute:
-                scores, ids, clusters = self.searcher.search(
-                    query, k, mode=mode, rerank=RerankConfig() if rerank else None,
-                    exclude=None if exclude is None else np.array([exclude]),
-                )  # fmt: skip
+            if rerank:
+                with self._compute:
+                    excl = None if exclude < 0 else np.array([exclude])
+                    scores, ids, clusters = searcher.search(
+                        query, k, mode=mode, rerank=RerankConfig(), exclude=excl
+                    )
+            else:
+                scores, ids, clusters = self.queue.search(searcher, query, k, mode, exclude)
         except UserError as e:
             raise WebError(400, str(e)) from None
+        if positions is not None:  # subset positions -> collection positions
+            ids = np.where(ids >= 0, positions[np.maximum(ids, 0)], -1) if len(positions) else ids
         hits = [
-            {"rank": r + 1, "score": float(s), **self.item(int(i))}
+            {"rank": r + 1, "score": float(s), **self.item(int(i), snap)}
             for r, (i, s) in enumerate(zip(ids[0], scores[0], strict=True))
             if i >= 0
         ]
@@ -230,6 +334,7 @@ class CollectionService:
             "mode": mode,
             "rerank": rerank,
             "k": k,
+            "filter": {"label": label, "folder": folder},
             "cluster": int(clusters[0]) if clusters is not None else None,
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
             "hits": hits,
@@ -237,27 +342,28 @@ class CollectionService:
 
     # -- checks -----------------------------------------------------------------------------
 
-    def key(self, i: int) -> str:
-        return self.collection.keys[self._check_id(i)]
+    def key(self, i: int, v: str | None = None) -> str:
+        """The key of image `i`; `v`: the version its URL was made with (404 if it differs:
+        the collection changed since the page was made, and id `i` is another image now)."""
+        snap = self.current()
+        key = snap.collection.keys[self._check_id(snap, i)]
+        if v is not None and v != version(key):
+            raise WebError(404, f"image {i} changed since this page was made; reload the page")
+        return key
 
-    def _check_id(self, i: int) -> int:
-        if not 0 <= i < len(self):
-            raise WebError(404, f"no image {i}: ids run from 0 to {len(self) - 1}")
+    @staticmethod
+    def _check_id(snap: Snapshot, i: int) -> int:
+        if not 0 <= i < snap.count:
+            if snap.count == 0:
+                raise WebError(404, f"no image {i}: the collection has no images")
+            raise WebError(404, f"no image {i}: ids run from 0 to {snap.count - 1}")
         return int(i)
 
     def _limit(self, limit: int) -> int:
         return max(0, min(limit, self.config.max_page))
 
-    def _clustering(self) -> Any:
-        if self.collection.clustering is None:
+    @staticmethod
+    def _clustering(snap: Snapshot) -> Any:
+        if snap.clustering is None:
             raise WebError(404, "the collection is not clustered yet (run `imgret cluster`)")
-        return self.collection.clustering
-
-
-def _describe_index(coll: Any) -> str:
-    """The index kind from index.json (format 2 collections), else exact in-memory search."""
-    try:
-        meta = json.loads((coll.path / "index.json").read_text(encoding="utf-8"))
-        return f"{meta['kind']} ({meta['factory']}, {meta.get('ntotal', len(coll)):,} vectors)"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "flat (exact search in memory)"
+        return snap.clustering

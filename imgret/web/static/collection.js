@@ -1,10 +1,10 @@
-// The collection page: facts, clusters as strips of their most central images, plots.
+// The collection page: facts, every cluster as a strip of its most central images, plots.
 "use strict";
 
 (() => {
   const { api, el, card, pager, status, loadInfo } = imgret;
   const $ = (id) => document.getElementById(id);
-  const CLUSTER_LIMIT = 10;
+  const CLUSTER_LIMIT = 60;
   const PLOT_TITLES = {
     elbow: "Elbow: KMeans inertia and silhouette against K",
     clusters: "Sample images of each cluster",
@@ -33,7 +33,7 @@
       $("clusters").replaceChildren(...page.clusters.map((c) => el(
         "section", { class: "strip", "data-cluster": c.cluster },
         el("h3", {}, el("a", { href: `/clusters/${c.cluster}` }, `Cluster ${c.cluster}`),
-          el("span", { class: "size" }, ` · ${c.size.toLocaleString()} images`)),
+          el("span", { class: "size" }, ` · ${c.size.toLocaleString()} image${c.size === 1 ? "" : "s"}`)),
         el("div", { class: "strip-images" }, ...c.samples.map((item) => card(item))),
       )));
       pager($("clusters-pager"), page.total, page.offset, CLUSTER_LIMIT, clusters);
@@ -51,7 +51,8 @@
       return;
     }
     facts(info);
-    if (info.clustered) {
+    $("no-images").hidden = info.count > 0;
+    if (info.clustered && info.count > 0) {
       $("clusters-section").hidden = false;
       $("clusters-title").textContent = `Clusters (K = ${info.k})`;
       clusters(0);
