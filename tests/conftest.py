@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import CLASSES, pattern_image
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _inference_defaults(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """PyTorch unless a test asks for ONNX (exports take seconds), and a private cache folder
+    (CLI subprocesses inherit both)."""
+    os.environ.setdefault("IMGRET_BACKEND", "torch")
+    os.environ["IMGRET_CACHE_DIR"] = str(tmp_path_factory.mktemp("imgret-cache"))
 
 
 @pytest.fixture

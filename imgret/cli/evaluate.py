@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .inference import add_inference_options, inference_settings
 from .options import add_rerank_options, rerank_config
 
 __all__ = ["add_commands"]
@@ -50,6 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="KMeans seed (default: 0)")
     add_rerank_options(p)
+    add_inference_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -60,8 +62,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     ev = evaluate(
         a.model, a.benchmark, mode=a.mode, clusters=a.clusters,
         queries_per_class=a.queries_per_class, batch_size=a.batch_size, workers=a.workers,
-        device=a.device, seed=a.seed, rerank=rerank_config(a), progress=not a.json,
-        log=lambda s: print(s, file=sys.stderr),
+        inference=inference_settings(a, a.workers), seed=a.seed, rerank=rerank_config(a),
+        progress=not a.json, log=lambda s: print(s, file=sys.stderr),
     )  # fmt: skip
     if a.json:
         print(json.dumps(ev.to_dict(), indent=2))

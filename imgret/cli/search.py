@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .inference import add_inference_options, inference_settings
 from .options import add_rerank_options, rerank_config
 
 __all__ = ["add_commands"]
@@ -55,6 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="model to embed the queries (default: the collection's)")
     add_rerank_options(p)
+    add_inference_options(p)
     p.set_defaults(func=_cmd_search)
 
 
@@ -70,6 +72,7 @@ def _cmd_search(a: argparse.Namespace) -> int:
         nprobe=a.nprobe,
         in_collection=a.in_collection,
         rerank=rerank_config(a),
+        inference=inference_settings(a),
     )
     if a.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

@@ -31,7 +31,7 @@ from ..core.clustering import Clustering, elbow_curve, fit_kmeans
 from ..core.errors import UserError
 from ..core.vectors import drop_excluded, normalize, pca
 from ..data.benchmarks import BENCHMARK_NAMES, Benchmark, labelled_split, load_benchmark
-from ..models import registry
+from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
 from ..models.pixels import PixelEmbedder
 from ..retrieval.rerank import (
@@ -242,16 +242,19 @@ def embed_split(
     *,
     batch_size: int = 128,
     workers: int = 2,
-    device: str = "cpu",
+    inference: InferenceSettings | None = None,
     progress: bool = True,
 ) -> EmbeddedSplit:
-    """Embed a benchmark's database and queries with a model reference or a baseline name."""
+    """Embed a benchmark's database and queries with a model reference or a baseline name.
+
+    `inference`: how the model runs (imgret.models.backend; default: auto).
+    """
     pca_dim = 0
     if model == "pixels" or model.startswith("pca-"):
         embedder: Any = PixelEmbedder(bench.image_size, bench.channels)
         pca_dim = int(model[4:]) if model.startswith("pca-") else 0
     else:
-        embedder = registry.load(model, device=device)
+        embedder = load_for_inference(model, inference)
     timings: dict[str, float] = {}
     out: dict[str, Any] = {}
     skipped: list[tuple[str, str]] = []
@@ -296,7 +299,7 @@ def evaluate(
     queries_per_class: int | None = None,
     batch_size: int = 128,
     workers: int = 2,
-    device: str = "cpu",
+    inference: InferenceSettings | None = None,
     seed: int = 0,
     rerank: RerankConfig | None = None,
     progress: bool = True,
@@ -315,8 +318,9 @@ def evaluate(
     bench = open_benchmark(benchmark, queries_per_class)
     model_s = str(model)
     split = embed_split(
-        model_s, bench, batch_size=batch_size, workers=workers, device=device, progress=progress
-    )
+        model_s, bench, batch_size=batch_size, workers=workers, inference=inference,
+        progress=progress,
+    )  # fmt: skip
     q_emb, db_emb, timings = split.queries, split.database, split.timings
     settings: dict[str, Any] = {"protocol_metrics": list(bench.metrics)}
     if rerank is not None:

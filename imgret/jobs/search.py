@@ -10,6 +10,7 @@ from typing import Any
 from ..core.atomic import write_json
 from ..core.errors import UserError
 from ..models import registry
+from ..models.backend import InferenceSettings, load_for_inference
 from ..retrieval.duplicates import DuplicatePair, find_duplicates
 from ..retrieval.queries import search_files, search_folder, search_items
 from ..retrieval.rerank import RerankConfig
@@ -25,11 +26,13 @@ Log = Callable[[str], None]
 
 
 def collection_embedder(
-    collection: Collection, model: str | Path | None = None, device: str = "cpu"
+    collection: Collection,
+    model: str | Path | None = None,
+    inference: InferenceSettings | None = None,
 ) -> Any:
     """The collection's model (or `model`, which must make the same embeddings), loaded."""
     ref = model or collection.model["ref"]
-    embedder = registry.load(ref, device=device)
+    embedder = load_for_inference(ref, inference)
     collection.check_model(registry.describe(ref, embedder))
     return embedder
 
@@ -41,7 +44,7 @@ def search(
     k: int = 10,
     mode: str = "index",
     model: str | Path | None = None,
-    device: str = "cpu",
+    inference: InferenceSettings | None = None,
     nprobe: int | None = None,
     in_collection: bool = False,
     rerank: RerankConfig | None = None,
@@ -53,7 +56,8 @@ def search(
     batches; unreadable ones are logged and skipped). With `in_collection`, queries are items
     of the collection (key, path or id) and their stored embeddings are used; each is left out
     of its own results. `rerank` (imgret.retrieval.rerank.RerankConfig) re-ranks each query's top
-    candidates without labels (DBA + alpha-QE; modes index and exact).
+    candidates without labels (DBA + alpha-QE; modes index and exact). `inference`: how the
+    query images are embedded (imgret.models.backend; default: auto).
     """
     if not queries:
         raise UserError("give at least one query image")
@@ -62,7 +66,7 @@ def search(
     if in_collection:
         ids = resolve_items(coll, [str(q) for q in queries])
         return search_items(searcher, ids, k=k, mode=mode, nprobe=nprobe, rerank=rerank)
-    embedder = collection_embedder(coll, model, device)
+    embedder = collection_embedder(coll, model, inference)
     results: list[QueryResult] = []
     files: list[str | Path] = []
     opts: dict[str, Any] = {"k": k, "mode": mode, "nprobe": nprobe, "rerank": rerank}

@@ -155,6 +155,21 @@ class ConvAutoencoder(nn.Module):
         self.eval()
         return self.whiten(self.encode(x)).float()
 
+    def embedding_graph(self) -> nn.Module:
+        """An nn.Module whose forward is embed_batch without inference mode (for export)."""
+        return _EmbeddingGraph(self.eval())
+
+
+class _EmbeddingGraph(nn.Module):
+    """(B, C, S, S) -> whiten(encode(x)): the encoder and whitening, without the decoder."""
+
+    def __init__(self, model: ConvAutoencoder) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.whiten(self.model.encode(x))
+
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:
     """(weights, config) paths of a model given its folder, its .safetensors or its .json."""

@@ -27,9 +27,16 @@ class EmbedResult:
 
 
 def embed_arrays(embedder: Embedder, images: torch.Tensor) -> np.ndarray:
-    """(B, C, S, S) uint8 images, already resized -> (B, dim) float32 embeddings."""
+    """(B, C, S, S) uint8 images, already resized -> (B, dim) float32 embeddings.
+
+    A model run by ONNX Runtime takes the uint8 batch as it is (`embed_uint8`); PyTorch models
+    get float in [0, 1], converted here.
+    """
     if len(images) == 0:
         return np.zeros((0, int(embedder.embedding_dim)), np.float32)
+    if hasattr(embedder, "embed_uint8"):
+        out8 = embedder.embed_uint8(np.ascontiguousarray(images.numpy()))
+        return np.ascontiguousarray(out8, dtype=np.float32)
     with torch.inference_mode():
         out = embedder.embed_batch(to_float(images, device_of(embedder)))
     return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)

@@ -65,6 +65,10 @@ class FinetunedEmbedder(DerivedEmbedder):
         self.eval()
         return self.head(self.base.embed_batch(x).float())
 
+    def embedding_graph(self) -> nn.Module:
+        """base graph then head, without inference mode (for export)."""
+        return nn.Sequential(self.base.embedding_graph(), self.head).eval()
+
     def transform(self, embeddings: np.ndarray) -> np.ndarray:
         """Base embeddings (n, dim) -> fine-tuned embeddings (n, dim) float32."""
         with torch.inference_mode():

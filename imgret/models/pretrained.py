@@ -183,12 +183,16 @@ class PretrainedEmbedder(nn.Module):
         returns : (B, embedding_dim) float32 on the model's device, rows L2-normalised
         """
         with torch.inference_mode():
-            pooled = pool_feature_map(self.feature_map(x), self.pooling, self.gem_p)
-            return F.normalize(pooled, dim=1).float().contiguous()
+            return self.forward(x).float().contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as `embed_batch`: (B, 3, H, W) in [0, 1] -> (B, embedding_dim) L2-normalised."""
-        return self.embed_batch(x)
+        """The embedding without inference mode (what ONNX export traces): pool, L2-normalise."""
+        pooled = pool_feature_map(self.feature_map(x), self.pooling, self.gem_p)
+        return F.normalize(pooled, dim=1)
+
+    def embedding_graph(self) -> nn.Module:
+        """An nn.Module whose forward is embed_batch without inference mode (for export)."""
+        return self
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits, to check that the weights and preprocessing are right.

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..core.atomic import atomic_path, write_json
 from ..core.errors import UserError
@@ -143,8 +144,34 @@ class WhitenedEmbedder(DerivedEmbedder):
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) in [0, 1] -> (B, dim) float32 whitened, rows L2-normalised."""
         self.eval()
-        z = F.normalize(self.base.embed_batch(x).float(), dim=1)
-        return F.normalize((z - self.mean) @ self.projection, dim=1)
+        return self.whiten(self.base.embed_batch(x).float())
+
+    def whiten(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, d) base embeddings -> (B, dim) whitened, rows L2-normalised."""
+        return _whiten(z, self.mean, self.projection)
+
+    def embedding_graph(self) -> nn.Module:
+        """base graph then the whitening, without inference mode (for export)."""
+        return nn.Sequential(self.base.embedding_graph(), _Whiten(self.mean, self.projection))
+
+
+def _whiten(z: torch.Tensor, mean: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    return F.normalize((F.normalize(z, dim=1) - mean) @ projection, dim=1)
+
+
+class _Whiten(nn.Module):
+    """The whitening step alone, as a module (its buffers are copies)."""
+
+    mean: torch.Tensor
+    projection: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, projection: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("projection", projection.detach().clone())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return _whiten(z, self.mean, self.projection)
 
 
 def save_whitening(whitening: Whitening, out: Path, doc: dict[str, Any]) -> None:

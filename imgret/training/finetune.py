@@ -25,6 +25,7 @@ from ..core.clustering import fit_kmeans
 from ..core.errors import UserError
 from ..data.sources import open_source
 from ..models import registry
+from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
 from ..models.head import ProjectionHead, save_head
 from ..retrieval.rerank import database_augmentation
@@ -229,7 +230,7 @@ def finetune(
         source = source.subset([i for i, lab in enumerate(source.labels) if lab is not None])
     if pseudo_clusters is None:
         check_labels([str(lab) for lab in source.labels])
-    base = registry.load(base_ref, device=device)
+    base = load_for_inference(base_ref, InferenceSettings(device=device))
     result = embed_source(base, source, progress=progress, workers=0)
     if pseudo_clusters is not None:
         labels = pseudo_labels(result.embeddings, pseudo_clusters, seed=config.seed)

@@ -14,6 +14,7 @@ from ..core.atomic import read_json
 from ..core.errors import UserError
 from ..data.benchmarks import open_training_source
 from ..models import registry
+from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
 from ..models.whitening import KIND, Whitening, save_whitening
 
@@ -60,7 +61,7 @@ def whiten_model(
             raise UserError(f"limit must be 2 or more, got {limit}")
         pick = np.sort(np.random.default_rng(seed).permutation(len(source))[:limit])
         source = replace(source.subset(pick), name=f"{source.name} (sample of {limit})")
-    base = registry.load(model_ref, device=device)
+    base = load_for_inference(model_ref, InferenceSettings(device=device))
     if dim > min(len(source) - 1, base.embedding_dim):  # known before embedding anything
         raise UserError(
             f"cannot whiten to {dim} dims: {len(source)} images of a {base.embedding_dim}-d "

@@ -1,0 +1,123 @@
+"""Inference backends: ONNX Runtime gives the PyTorch embeddings, falls back when it cannot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_tiny_model
+
+from imgret.core.errors import UserError
+from imgret.core.threads import apply_threads, plan_threads
+from imgret.data.sources import open_source
+from imgret.models import backend, registry
+from imgret.models.backend import InferenceSettings, load_for_inference
+from imgret.models.embed import embed_source
+from imgret.models.head import ProjectionHead, save_head
+from imgret.models.whitening import Whitening, save_whitening
+
+ONNX = InferenceSettings(backend="onnx", threads=1)
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _derived(tmp_path: Path) -> dict[str, Path]:
+    """A tiny autoencoder, a fine-tuned head on it and a whitening of it."""
+    base = make_tiny_model(tmp_path / "base")
+    torch.manual_seed(0)
+    head = ProjectionHead(16, 32)
+    torch.nn.init.normal_(head.mlp[2].weight, std=0.5)  # not the identity it starts as
+    base_doc = registry.describe(base, registry.load(base))
+    save_head(head, tmp_path / "head", {"base": base_doc, "dim": 16, "finetune": {"hidden": 32}})
+    rng = np.random.default_rng(0)
+    whitening = Whitening(8).fit(rng.normal(size=(50, 16)))
+    save_whitening(whitening, tmp_path / "white", {"base": base_doc, "dim": 8})
+    return {"autoencoder": base, "head": tmp_path / "head", "whitened": tmp_path / "white"}
+
+
+def test_onnx_embeddings_equal_pytorch_for_every_model_kind(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    source = open_source(image_folder)
+    refs: dict[str, Path | str] = {**_derived(tmp_path), "pretrained": "efficientnet-lite0@128"}
+    for kind, ref in refs.items():
+        fast = load_for_inference(ref, ONNX)
+        assert isinstance(fast, backend.OnnxBacked), kind
+        slow = load_for_inference(ref, InferenceSettings(backend="torch"))
+        a = embed_source(fast, source, workers=0, progress=False)
+        b = embed_source(slow, source, workers=0, progress=False)
+        assert a.positions.tolist() == b.positions.tolist() and len(a.positions) == 24
+        assert _cosines(a.embeddings, b.embeddings).min() >= 0.9999, kind
+        assert registry.describe(ref, fast) == registry.describe(ref, slow)  # same model facts
+
+
+def test_the_export_is_cached_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = make_tiny_model(tmp_path / "m")
+    load_for_inference(ref, ONNX)
+    files = sorted((backend.cache_dir() / "onnx").glob("*.onnx"))
+
+    def no_export(*args: object, **kw: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr("imgret.models.onnx_export.export_onnx", no_export)
+    assert isinstance(load_for_inference(ref, ONNX), backend.OnnxBacked)
+    assert sorted((backend.cache_dir() / "onnx").glob("*.onnx")) == files
+    make_tiny_model(ref, seed=3)  # trained again: other weights, another graph
+    warned: list[str] = []
+    assert not isinstance(load_for_inference(ref, ONNX, warn=warned.append), backend.OnnxBacked)
+    assert "exported again" in warned[0]
+
+
+def test_a_failed_export_falls_back_to_pytorch_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kw: object) -> None:
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr("imgret.models.onnx_export.export_onnx", broken)
+    warned: list[str] = []
+    model = load_for_inference(make_tiny_model(tmp_path / "m", seed=5),
+                               InferenceSettings(backend="auto"), warn=warned.append)  # fmt: skip
+    assert not isinstance(model, backend.OnnxBacked)
+    assert len(warned) == 1 and "unsupported operator" in warned[0] and "PyTorch" in warned[0]
+
+
+def test_without_onnxruntime_auto_is_pytorch_and_onnx_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend, "_onnx_available", lambda: False)
+    ref = make_tiny_model(tmp_path / "m")
+    assert not isinstance(load_for_inference(ref, InferenceSettings(backend="auto")),
+                          backend.OnnxBacked)  # fmt: skip
+    with pytest.raises(UserError, match="onnxruntime"):
+        load_for_inference(ref, ONNX)
+    with pytest.raises(UserError, match="backend must be"):
+        InferenceSettings(backend="tpu")
+
+
+def test_thread_plan_leaves_the_decoders_their_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgret.core import threads
+
+    monkeypatch.setattr(threads, "cpu_count", lambda: 8)
+    assert plan_threads(workers=2).inference == 6 and plan_threads().workers == 2
+    assert plan_threads(threads=3, workers=2).inference == 3
+    monkeypatch.setattr(threads, "cpu_count", lambda: 2)
+    plan = plan_threads()
+    assert (plan.workers, plan.inference) == (1, 1)
+    assert plan_threads(workers=4).inference == 1  # never 0
+    before = torch.get_num_threads()
+    try:
+        apply_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_onnx_sessions_get_the_planned_threads(tmp_path: Path) -> None:
+    model = load_for_inference(make_tiny_model(tmp_path / "m"),
+                               InferenceSettings(backend="onnx", threads=1))  # fmt: skip
+    assert isinstance(model, backend.OnnxBacked) and model.session.threads == 1
