@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "imgret.cli.demo",
     "imgret.cli.train",
     "imgret.cli.collection",
+    "imgret.cli.maintenance",
     "imgret.cli.search",
     "imgret.cli.finetune",
     "imgret.cli.whiten",
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as \udcNN
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -106,15 +106,18 @@ def _print_report(report, verb: str) -> None:  # noqa: ANN001
         f"{verb} {report.collection_dir}: {report.added:,} added, {report.updated:,} changed, "
         f"{report.removed:,} removed, {report.unchanged:,} unchanged; index {report.index}; "
         f"{report.count:,} images, {report.seconds:.1f} s"
+        + ("; chunks compacted" if report.compacted else "")
     )
-    if report.failed:
-        print(f"skipped {len(report.failed)} unreadable file(s):")
-        for _, reason in report.failed[:20]:
-            print(f"  {reason}")
-        if len(report.failed) > 20:
-            print(f"  ... and {len(report.failed) - 20} more")
+    listed = f"`imgret failures {report.collection_dir}` lists them all"
+    print_skipped(report.failed, "unreadable file(s)", listed)
+    print_skipped(report.retry, "file(s) that could not be read now (tried "
+                  "again next run)")  # fmt: skip
+    if report.warnings:
+        print(f"{len(report.warnings)} warning(s) while decoding (the images were used), e.g. "
+              f"{report.warnings[0][1]}")  # fmt: skip
     if report.known_failures:
-        print(f"({report.known_failures} unreadable file(s) unchanged since the last run, skipped)")
+        print(f"({report.known_failures} unreadable file(s) unchanged since the last run, "
+              f"skipped; {listed})")  # fmt: skip
 
 
 def _cmd_index(a: argparse.Namespace) -> int:
@@ -187,7 +190,8 @@ def _cmd_embed(a: argparse.Namespace) -> int:
     rate = out.count / out.seconds if out.seconds else 0.0
     print(f"embedded {out.count:,} images ({out.dim}-d) in {out.seconds:.1f} s "
           f"({rate:.0f} images/s) -> {out.collection_dir}")  # fmt: skip
-    print_skipped(out.skipped)
+    print_skipped(out.skipped, "unreadable file(s)",
+                  f"`imgret failures {out.collection_dir}` lists them all")  # fmt: skip
     return 0
 
 

@@ -43,10 +43,17 @@ def rerank_config(a: argparse.Namespace) -> RerankConfig | None:
 
 
 
-def print_skipped(skipped: list[tuple[str, str]]) -> None:
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s):")
-        for _, reason in skipped[:20]:
-            print(f"  {reason}")
-        if len(skipped) > 20:
-            print(f"  ... and {len(skipped) - 20} more (`imgret failures` lists them)")
+def print_skipped(
+    skipped: list[tuple[str, str]], what: str = "unreadable file(s)", more: str = ""
+) -> None:
+    """`skipped N WHAT:` and the first 20 (key, reason)'s reasons, names shown readably."""
+    from ..core.paths import display
+
+    reasons = [reason for _, reason in skipped]
+    if not reasons:
+        return
+    print(f"skipped {len(reasons)} {what}:")
+    for reason in reasons[:20]:
+        print(f"  {display(reason)}")
+    if len(reasons) > 20:
+        print(f"  ... and {len(reasons) - 20} more" + (f" ({more})" if more else ""))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+from pathlib import Path
+
+__all__ = ["UserError", "DamagedError", "DiskFullError"]
 
 
 class UserError(Exception):
@@ -10,3 +12,32 @@ class UserError(Exception):
 
     The message says what was wrong and what to do; the CLI prints it and exits with code 2.
     """
+
+
+class DamagedError(UserError):
+    """A file imgret wrote (a model, or a part of a collection) is missing, unreadable or does
+    not match what refers to it. `path` is that file; the message names it and the fix."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: {problem}; {fix}")
+
+
+class DiskFullError(UserError):
+    """A write ran out of space (or quota). What was being written is named; nothing half
+    written is left behind (temporary files are removed, the previous state stays current)."""
+
+    def __init__(self, path: str | Path, needed: int | None = None) -> None:
+        self.path = Path(path)
+        where = self.path.parent
+        try:
+            import shutil
+
+            free = f", {shutil.disk_usage(where).free / 1e6:,.1f} MB free there"
+        except OSError:
+            free = ""
+        need = f" (about {needed / 1e6:,.1f} MB needed)" if needed else ""
+        super().__init__(
+            f"no space left on the device while writing {path}{need}{free}. Nothing was "
+            "half written; free some space and run the same command again"
+        )

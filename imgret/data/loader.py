@@ -45,6 +45,19 @@ class Batch:
     failures: list[tuple[int, str]] = field(default_factory=list)  # (position, reason)
     digests: list[str | None] = field(default_factory=list)  # sha256 per decoded image, if asked
     warnings: list[tuple[int, str]] = field(default_factory=list)  # (position, Pillow's warning)
+    transient: list[int] = field(default_factory=list)  # failures to retry: I/O, memory
+
+
+class Transient(str):
+    """The reason of a failure that may not happen again (an I/O or permission error, memory
+    running out): reported, but the file is not recorded as bad and is retried next run."""
+
+
+def _transient(e: BaseException) -> bool:
+    cause = e.__context__ if isinstance(e, ImageError) else e
+    return isinstance(cause, MemoryError | PermissionError) or (
+        isinstance(cause, OSError) and cause.errno is not None
+    )
 
 
 def sha256_file(path: str | Path) -> str:
@@ -88,9 +101,10 @@ class ImageDataset(Dataset):
                 image, warned = decoded.image, decoded.warnings
             return i, to_array(image, self.size, self.channels), None, digest, warned
         except ImageError as e:
-            return i, None, str(e), digest, warned
-        except OSError as e:
-            return i, None, f"{key}: cannot read ({e})", digest, warned
+            return i, None, Transient(e) if _transient(e) else str(e), digest, warned
+        except (OSError, MemoryError) as e:
+            why = Transient(f"{key}: cannot read ({e or type(e).__name__})")
+            return i, None, why, digest, warned
 
 
 def _collate(items: list[Item]) -> Batch:
@@ -102,7 +116,8 @@ def _collate(items: list[Item]) -> Batch:
     else:
         images = torch.empty((0,), dtype=torch.uint8)
     indices = torch.tensor([i for i, _, _ in good], dtype=torch.int64)
-    return Batch(images, indices, failures, [d for _, _, d in good], warned)
+    transient = [i for i, err in failures if isinstance(err, Transient)]
+    return Batch(images, indices, failures, [d for _, _, d in good], warned, transient)
 
 
 def _die_with_parent(_: int) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from ..core.errors import UserError
 from ..data.images import IMAGE_EXTENSIONS, scan_folder
 from ..data.sources import open_source
-from ..models import registry
 from ..store.collection import Collection
+from ..store.compact import maybe_compact
 from ..store.index_files import IndexSettings
 from ..store.lock import collection_lock
 from ..store.opening import (
@@ -55,6 +55,8 @@ def _scan(spec: str) -> tuple[str, list[Candidate], str | None]:
 
 def _check_same_model(coll: Collection, model: str | Path) -> None:
     """Refuse to index with a model other than the collection's (by reference and weights)."""
+    from ..models import registry
+
     mine = coll.model
     ref = registry.canonical_ref(model)
     if ref != mine.get("ref"):
@@ -112,6 +114,8 @@ def index_folder(
                 _check_same_model(coll, model)
             settings = coll.index_settings
         else:
+            from ..models import registry
+
             assert model is not None
             embedder = registry.load(model, device=config.device)
             info = registry.describe(model, embedder)
@@ -202,7 +206,8 @@ def remove_paths(
             raise UserError(f"not in {coll.path}: {', '.join(missing[:5])}")
         coll.remove_keys(keys)
         report = SyncReport(coll.path, removed=len(keys))
-        report.index = coll.refresh_index(log=log)
+        report.compacted = maybe_compact(coll, log=log) is not None  # rebuilds the index
+        report.index = "rebuilt" if report.compacted else coll.refresh_index(log=log)
         report.count, report.dim = len(coll), coll.dim
     report.seconds = time.perf_counter() - t0
     return report

@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from ..core.paths import display
 from ..core.progress import progress_bar
 from ..data.images import scan_folder
-from ..data.loader import make_loader, sha256_file
 from ..data.sources import ImageSource, open_source
-from ..models import registry
-from ..models.embed import embed_arrays
 from ..store.collection import Collection
+from ..store.compact import maybe_compact
 from ..store.metadata import Item, MetaStore
 
 __all__ = ["IndexJobConfig", "SyncReport", "Candidate", "folder_candidates", "sync", "file_stat"]
@@ -48,7 +47,11 @@ class SyncReport:
     removed: int = 0  # items dropped (files deleted, or removed on request)
     unchanged: int = 0  # files skipped: same size and mtime, or same content
     failed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) this run
+    retry: list[tuple[str, str]] = field(default_factory=list)  # (key, reason): I/O errors,
+    # out of memory: not recorded as bad, tried again by the next run
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (key, Pillow's warning)
     known_failures: int = 0  # unreadable files seen before and unchanged: not retried
+    compacted: bool = False  # the chunks were rewritten without removed rows
     index: str = "current"  # what happened to the FAISS index: current, updated, rebuilt
     count: int = 0  # images in the collection now
     dim: int = 0
@@ -105,6 +108,9 @@ def _embed_and_commit(
     progress: bool, report: SyncReport, is_new: set[str],
 ) -> None:  # fmt: skip
     """Stream `todo` through the model, committing a chunk every chunk_rows or chunk_seconds."""
+    from ..data.loader import make_loader
+    from ..models.embed import embed_arrays
+
     source = _todo_source(todo)
     loader = make_loader(
         source, size=embedder.image_size, channels=embedder.channels,
@@ -130,10 +136,15 @@ def _embed_and_commit(
         started = time.perf_counter()
 
     for batch in loader:
+        retry = set(getattr(batch, "transient", ()))
         for i, err in batch.failures:
             c = todo[i]
+            if i in retry:
+                report.retry.append((c.key, display(err)))
+                continue
             buf_fail.append((c.key, c.size, c.mtime_ns, err))
-            report.failed.append((c.key, err))
+            report.failed.append((c.key, display(err)))
+        report.warnings += [(todo[i].key, w) for i, w in getattr(batch, "warnings", ())]
         if len(batch.indices):
             buf_emb.append(embed_arrays(embedder, batch.images))
             for i, digest in zip(batch.indices.tolist(), batch.digests, strict=True):
@@ -204,12 +215,17 @@ def sync(
     )
     if todo:
         if embedder is None:
+            from ..models import registry
+
             ref = coll.model["ref"]
             embedder = registry.load(ref, device=config.device)
             coll.check_model(registry.describe(ref, embedder))
         _embed_and_commit(coll, embedder, todo, config, progress, report, is_new)
     coll.invalidate()
-    report.index = coll.refresh_index(rebuild=rebuild_index, log=log)
+    report.compacted = maybe_compact(coll, log=log) is not None  # rebuilds the index
+    report.index = "rebuilt" if report.compacted else coll.refresh_index(
+        rebuild=rebuild_index, log=log
+    )  # fmt: skip
     report.count = len(coll)
     report.dim = coll.dim
     report.seconds = time.perf_counter() - t0
@@ -217,6 +233,8 @@ def sync(
 
 
 def _same_content(key: str, sha256: str) -> bool:
+    from ..data.loader import sha256_file
+
     try:
         return sha256_file(key) == sha256
     except OSError:

@@ -8,39 +8,100 @@ manifest is left over from an interrupted run and can be deleted.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import write_npy
+from ..core.atomic import fsync_dir, make_dir, write_npy
+from ..core.errors import DamagedError
+from .database import repair_hint
 from .metadata import ChunkRecord
 
-__all__ = ["ChunkReader", "write_chunk", "chunk_name", "remove_orphans"]
+__all__ = [
+    "ChunkReader", "write_chunk", "chunk_name", "chunk_seq", "chunk_first_row", "remove_orphans",
+    "data_sha256", "read_chunk",
+]  # fmt: skip
+
+_NAME = re.compile(r"^chunk-(\d{6,})(?:-r(\d+))?\.npy$")
 
 
-def chunk_name(seq: int) -> str:
-    return f"chunk-{seq:06d}.npy"
+def chunk_name(seq: int, first_row: int) -> str:
+    """``chunk-SEQ-rFIRST_ROW.npy``: the name says where its rows start, so the manifest can
+    be rebuilt from the files (`imgret check --repair`)."""
+    return f"chunk-{seq:06d}-r{first_row}.npy"
+
+
+def chunk_seq(name: str) -> int | None:
+    """The sequence number of a chunk file name (None for other names)."""
+    m = _NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+def chunk_first_row(name: str) -> int | None:
+    """The first row a chunk file name states (None for names without it: older chunks)."""
+    m = _NAME.match(name)
+    return int(m.group(2)) if m and m.group(2) is not None else None
+
+
+def data_sha256(embeddings: np.ndarray) -> str:
+    """sha256 of (n, dim) float32 embeddings as stored (C order, little-endian)."""
+    return hashlib.sha256(np.ascontiguousarray(embeddings, dtype="<f4").data).hexdigest()
 
 
 def write_chunk(folder: Path, seq: int, first_row: int, embeddings: np.ndarray) -> ChunkRecord:
     """Write (n_rows, dim) float32 embeddings as chunk number `seq` -> its manifest record."""
-    name = chunk_name(seq)
-    write_npy(folder / name, np.ascontiguousarray(embeddings, dtype=np.float32))
-    return ChunkRecord(name, first_row, len(embeddings))
+    name = chunk_name(seq, first_row)
+    data = np.ascontiguousarray(embeddings, dtype=np.float32)
+    make_dir(folder)
+    write_npy(folder / name, data)
+    return ChunkRecord(name, first_row, len(data), data_sha256(data))
 
 
-def remove_orphans(folder: Path, manifest: Sequence[ChunkRecord]) -> list[str]:
-    """Delete files in `folder` the manifest does not list (left by an interrupted run)."""
+def remove_orphans(
+    folder: Path, manifest: Sequence[ChunkRecord], *, readers_gone: bool
+) -> list[str]:
+    """Delete files in `folder` the manifest does not list -> their names.
+
+    A chunk numbered after every listed one was never committed (an interrupted run): no
+    reader can need it. Older unlisted chunks were replaced (by a compaction or a repair) and
+    an open reader may still read them: they go only when `readers_gone`.
+    """
     if not folder.is_dir():
         return []
     keep = {c.name for c in manifest}
+    newest = max((chunk_seq(c.name) or 0 for c in manifest), default=0)
     removed = []
     for p in folder.iterdir():
-        if p.is_file() and p.name not in keep:
-            p.unlink()
+        if p.name in keep or not p.is_file():
+            continue
+        seq = chunk_seq(p.name)
+        if readers_gone or seq is None or seq > newest:
+            p.unlink(missing_ok=True)
             removed.append(p.name)
+    if removed:
+        fsync_dir(folder)
     return removed
+
+
+def read_chunk(path: Path, chunk: ChunkRecord, dim: int) -> np.ndarray:
+    """The (n_rows, dim) float32 memory map of a chunk; DamagedError when it does not match."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise DamagedError(path, "missing (an embedding chunk the collection lists)",
+                           repair_hint(path.parent.parent)) from None  # fmt: skip
+    except (OSError, ValueError, EOFError) as e:
+        raise DamagedError(path, f"unreadable embedding chunk ({e})",
+                           repair_hint(path.parent.parent)) from None  # fmt: skip
+    if arr.shape != (chunk.n_rows, dim) or arr.dtype != np.float32:
+        raise DamagedError(
+            path, f"holds {arr.shape} {arr.dtype}, the collection lists ({chunk.n_rows}, {dim}) "
+            "float32", repair_hint(path.parent.parent),
+        )  # fmt: skip
+    return arr
 
 
 class ChunkReader:
@@ -63,16 +124,7 @@ class ChunkReader:
     def _array(self, chunk: ChunkRecord) -> np.ndarray:
         arr = self._arrays.get(chunk.name)
         if arr is None:
-            path = self.folder / chunk.name
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path}: unreadable embedding chunk ({e})") from None
-            if arr.shape != (chunk.n_rows, self.dim) or arr.dtype != np.float32:
-                raise ValueError(
-                    f"{path}: holds {arr.shape} {arr.dtype}, the manifest says "
-                    f"({chunk.n_rows}, {self.dim}) float32"
-                )
+            arr = read_chunk(self.folder / chunk.name, chunk, self.dim)
             self._arrays[chunk.name] = arr
         return arr
 
@@ -84,7 +136,7 @@ class ChunkReader:
             return out
         which = np.searchsorted(self.starts, rows, side="right") - 1
         if which.min() < 0:
-            raise KeyError(f"row {int(rows[which < 0][0])} is in no chunk")
+            self._no_chunk(int(rows[which < 0][0]))
         order = np.argsort(which, kind="stable")
         bounds = np.searchsorted(which[order], np.arange(len(self.manifest) + 1))
         for ci, chunk in enumerate(self.manifest):
@@ -93,12 +145,17 @@ class ChunkReader:
                 continue
             local = rows[sel] - chunk.first_row
             if local.max() >= chunk.n_rows:
-                raise KeyError(f"row {int(rows[sel][local.argmax()])} is in no chunk")
+                self._no_chunk(int(rows[sel][local.argmax()]))
             arr = self._array(chunk)
             # Sorted local rows read a memory map sequentially.
             srt = np.argsort(local, kind="stable")
             out[sel[srt]] = arr[local[srt]]
         return out
+
+    def _no_chunk(self, row: int) -> None:
+        meta = self.folder.parent / "meta.sqlite"
+        raise DamagedError(meta, f"lists embedding row {row}, which no chunk in {self.folder} "
+                           "holds", repair_hint(self.folder.parent))  # fmt: skip
 
     def blocks(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(slice of `rows` as positions (m,), embeddings (m, dim)) chunk by chunk.

@@ -13,11 +13,17 @@ Layout (format version 2, described in docs/collection-format.md)::
 Positions: `keys[i]`, `labels[i]`, `embeddings[i]` and search ids all refer to the i-th item in
 embedding-row order. Positions are stable until the collection changes; embedding rows are
 never reused.
+
+Readers see one moment: items, manifest and clustering are read in one SQLite transaction
+(`generation` says which), and while a Collection is open no writer deletes a file it may read.
+Every change happens under the collection's write lock (`writing`, taken by every method that
+writes when the caller does not hold it already).
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -25,47 +31,63 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import write_json
+from ..core.atomic import make_dir, remove_stale_temps, write_json
 from ..core.clustering import Clustering, ElbowCurve
 from ..core.crashpoints import crash_point
-from ..core.errors import UserError
+from ..core.errors import DamagedError, UserError
 from ..core.vectors import nearest_centroids, normalize
-from .chunks import ChunkReader, remove_orphans, write_chunk
-from .index_files import (
-    IndexSettings,
-    LoadedIndex,
-    build_index,
-    choose_kind,
-    load_index,
-    plan_index,
-    plan_to_meta,
-    save_index,
-    update_index,
-)  # fmt: skip
-from .lock import collection_lock
-from .metadata import Item, MetaStore, StoredClustering
+from .chunks import ChunkReader, chunk_seq, remove_orphans, write_chunk
+from .index_files import IndexSettings, LoadedIndex, build_index, load_index, remove_old_generations
+from .lock import ReaderMark, collection_lock, no_readers
+from .metadata import Item, MetaStore, Snapshot, StoredClustering
+from .refresh import index_delta, refresh_index
 
-__all__ = ["Collection", "FORMAT", "FORMAT_VERSION", "index_doc"]
+__all__ = ["Collection", "FORMAT", "FORMAT_VERSION", "index_doc", "settings_from"]
 
 FORMAT = "imgret-collection"
 FORMAT_VERSION = 2
 Log = Callable[[str], None]
 
 
-def _settings_from(doc: dict[str, Any] | None) -> IndexSettings:
+def settings_from(doc: dict[str, Any] | None) -> IndexSettings:
     names = {f.name for f in fields(IndexSettings)}
     return IndexSettings(**{k: v for k, v in (doc or {}).items() if k in names})
 
 
+def _release(store: MetaStore, mark: ReaderMark | None) -> None:
+    if mark is not None:
+        mark.release()
+    store.close()
+
+
 class Collection:
     """An indexed set of images. Open one with imgret.store.opening.open_collection, make one
-    with `new_collection` or `create_collection` there (or `imgret index`)."""
+    with `new_collection` or `create_collection` there (or `imgret index`).
 
-    def __init__(self, path: Path, info: dict[str, Any]) -> None:
-        self.path = path
+    Close it (`close()`, or use it as a context manager) to let writers delete the files it
+    might still read; it is closed when garbage-collected too.
+    """
+
+    def __init__(
+        self, path: Path, info: dict[str, Any], *, store: MetaStore | None = None,
+        reader: bool = True,
+    ) -> None:  # fmt: skip
+        self.path = Path(path)
         self.info = info
-        self.store = MetaStore(path / "meta.sqlite")
+        self._mark = ReaderMark(self.path) if reader else None  # before anything is read
+        self.store = store or MetaStore(self.path / "meta.sqlite")
+        self._writing = 0
         self._cache: dict[str, Any] = {}
+        self._finalizer = weakref.finalize(self, _release, self.store, self._mark)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- reading
 
@@ -87,34 +109,46 @@ class Collection:
     def metric(self) -> str:
         return self.info["metric"]
 
-    def _columns(self) -> dict[str, Any]:
-        if "rows" not in self._cache:
-            rows, keys, labels, clusters = self.store.columns()
-            self._cache.update(rows=rows, keys=keys, labels=labels, clusters=clusters)
-        return self._cache
+    def _snapshot(self) -> Snapshot:
+        if "snapshot" not in self._cache:
+            self._cache["snapshot"] = self.store.snapshot()
+        return self._cache["snapshot"]  # type: ignore[no-any-return]
+
+    @property
+    def generation(self) -> int:
+        """The generation of what this object shows (it increases with every change)."""
+        return self._snapshot().generation
+
+    def current_generation(self) -> int:
+        """The collection's generation now (one small SQLite read)."""
+        return self.store.generation()
+
+    def changed(self) -> bool:
+        """Whether the collection changed since this object read it (open it again to see)."""
+        return self.current_generation() != self.generation
 
     @property
     def rows(self) -> np.ndarray:
         """(n_images,) int64 embedding row of each position, increasing."""
-        return self._columns()["rows"]
+        return self._snapshot().rows
 
     @property
     def keys(self) -> list[str]:
         """File path (or builtin:// key) of each position."""
-        return self._columns()["keys"]
+        return self._snapshot().keys
 
     @property
     def labels(self) -> list[str | None]:
         """Sub-folder name of each position (None at the top level)."""
-        return self._columns()["labels"]
+        return self._snapshot().labels
 
     @property
     def reader(self) -> ChunkReader:
         if "reader" not in self._cache:
             self._cache["reader"] = ChunkReader(
-                self.path / "embeddings", self.store.chunks(), self.dim
+                self.path / "embeddings", self._snapshot().chunks, self.dim
             )
-        return self._cache["reader"]
+        return self._cache["reader"]  # type: ignore[no-any-return]
 
     def fetch(self, rows: np.ndarray) -> np.ndarray:
         """Embeddings of embedding rows ((n,) int64) -> (n, dim) float32, read from disk."""
@@ -129,7 +163,7 @@ class Collection:
         """(n_images, dim) float32 embeddings by position, read from the chunks on first use."""
         if "embeddings" not in self._cache:
             self._cache["embeddings"] = self.fetch(self.rows)
-        return self._cache["embeddings"]
+        return self._cache["embeddings"]  # type: ignore[no-any-return]
 
     def positions_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """Positions of embedding rows (any shape); -1 for rows of no current item (or -1)."""
@@ -143,29 +177,29 @@ class Collection:
     def position_of_key(self, key: str) -> int | None:
         if "key_pos" not in self._cache:
             self._cache["key_pos"] = {k: i for i, k in enumerate(self.keys)}
-        return self._cache["key_pos"].get(key)
+        return self._cache["key_pos"].get(key)  # type: ignore[no-any-return]
 
     @property
     def clustering(self) -> Clustering | None:
         if "clustering" not in self._cache:
-            stored = self.store.clustering()
-            clusters = self._columns()["clusters"]
-            if stored is None or any(c is None for c in clusters):
+            snap = self._snapshot()
+            stored = snap.clustering
+            if stored is None or any(c is None for c in snap.clusters):
                 self._cache.update(clustering=None, elbow=None)
             else:
                 self._cache["clustering"] = Clustering(
                     k=stored.k,
                     centroids=stored.centroids,
-                    assignments=np.asarray(clusters, dtype=np.int64),
+                    assignments=np.asarray(snap.clusters, dtype=np.int64),
                     inertia=stored.inertia,
                 )
                 self._cache["elbow"] = ElbowCurve(**stored.elbow) if stored.elbow else None
-        return self._cache["clustering"]
+        return self._cache["clustering"]  # type: ignore[no-any-return]
 
     @property
     def elbow(self) -> ElbowCurve | None:
         _ = self.clustering
-        return self._cache["elbow"]
+        return self._cache["elbow"]  # type: ignore[no-any-return]
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -180,28 +214,18 @@ class Collection:
 
     @property
     def index_settings(self) -> IndexSettings:
-        return _settings_from(self.info.get("index"))
-
-    def set_index_settings(self, settings: IndexSettings) -> None:
-        self.info["index"] = index_doc(settings)
-        write_json(self.path / "collection.json", self.info)
+        return settings_from(self.info.get("index"))
 
     @property
     def index(self) -> LoadedIndex | None:
         """The saved FAISS index (None when there is none yet), loaded on first use."""
         if "index" not in self._cache:
             self._cache["index"] = load_index(self.path)
-        return self._cache["index"]
+        return self._cache["index"]  # type: ignore[no-any-return]
 
     def index_delta(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows of items the index lacks, rows the index holds of items now gone)."""
-        loaded = self.index
-        if loaded is None:
-            return self.rows, np.zeros(0, np.int64)
-        return (
-            np.setdiff1d(self.rows, loaded.rows, assume_unique=True),
-            np.setdiff1d(loaded.rows, self.rows, assume_unique=True),
-        )
+        return index_delta(self.rows, self.index)
 
     def refresh_index(
         self,
@@ -209,66 +233,78 @@ class Collection:
         *,
         rebuild: bool = False,
         log: Log | None = None,
+        build: Callable[..., Any] = build_index,
     ) -> str:
         """Bring the FAISS index in step with the items -> "current", "updated" or "rebuilt".
 
-        Rebuilds when there is none, when the kind for the size (or the setting) changed, when
-        the number of IVF lists for the size is 4 times off, or when more than 10 % of the
-        index is removed items it cannot drop (HNSW); otherwise adds and removes rows.
+        See imgret.store.refresh; a damaged index is rebuilt.
         """
-        settings = settings or self.index_settings
-        n = len(self)
-        if n == 0:
-            return "current"
-        plan = plan_index(choose_kind(n, settings), n, self.dim, settings)
-        loaded = self.index
-        if loaded is not None and not rebuild:
-            old = loaded.plan
-            stale_ivf = bool(plan.nlist) and not (old.nlist / 4 < plan.nlist < old.nlist * 4)
-            same_kind = old.kind == plan.kind and (
-                old.kind != "hnsw" or old.factory == plan.factory
-            )
-            if loaded.meta.get("metric") != self.metric or loaded.meta.get("dim") != self.dim:
-                rebuild = True
-            elif not same_kind or stale_ivf:
-                rebuild = True
-        if loaded is None or rebuild:
-            if log:
-                log(f"building a {plan.kind} index ({plan.factory}) of {n:,} embeddings")
-            index = build_index(
-                plan, self.rows, self.fetch, dim=self.dim, metric=self.metric, settings=settings
-            )
-            meta = plan_to_meta(plan, metric=self.metric, dim=self.dim, trained_on=n)
-            fresh = LoadedIndex(index, self.rows.copy(), meta)
-            save_index(self.path, fresh)
-            self._cache["index"] = fresh
-            self._cache.pop("delta", None)
-            return "rebuilt"
-        add, drop = self.index_delta()
-        if len(add) == 0 and len(drop) == 0:
-            return "current"
-        updated = update_index(loaded, add, drop, self.fetch)
-        tombstones = len(updated.rows) - n
-        if tombstones > 0.1 * len(updated.rows):
-            return self.refresh_index(settings, rebuild=True, log=log)
-        if log:
-            log(f"index: added {len(add):,}, removed {len(drop):,}")
-        save_index(self.path, updated)
-        self._cache["index"] = updated
-        self._cache.pop("delta", None)
-        return "updated"
+        with self.writing():
+            loaded = None
+            if not rebuild:
+                try:
+                    loaded = self.index
+                except DamagedError as e:
+                    if log:
+                        log(f"{e}: rebuilding it")
+                    rebuild = True
+            try:
+                how, saved = refresh_index(
+                    self.path, self.rows, self.fetch, dim=self.dim, metric=self.metric,
+                    settings=settings or self.index_settings, loaded=loaded, rebuild=rebuild,
+                    log=log, build=build,
+                )  # fmt: skip
+            finally:
+                self._cache.pop("index", None)  # an update may have changed it in memory
+            if how != "current":
+                self._bump()
+            self._cache["index"] = saved
+            return how
 
     # -- writing
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Collection]:
-        """Hold the collection's write lock (one writer at a time; released if killed)."""
-        with collection_lock(self.path):
+        """Hold the collection's write lock (one writer at a time; released if killed).
+
+        Re-entrant for this object; refused at once when another process writes.
+        """
+        if self._writing:
             yield self
+            return
+        with collection_lock(self.path):
+            if self._mark is not None:
+                self._mark.release()  # this object's reads do not hold back its own writes
+            self._writing += 1
+            try:
+                self.store.upgrade()
+                yield self
+            finally:
+                self._writing -= 1
+                self.invalidate()
+                if self._mark is not None:
+                    self._mark.acquire()
+
+    def _bump(self) -> None:
+        with self.store.transaction():
+            pass  # the transaction increases the generation
+
+    def set_index_settings(self, settings: IndexSettings) -> None:
+        with self.writing():
+            self.info["index"] = index_doc(settings)
+            write_json(self.path / "collection.json", self.info)
+            self._bump()
 
     def remove_leftovers(self) -> list[str]:
-        """Delete chunk files an interrupted run wrote but never committed."""
-        return remove_orphans(self.path / "embeddings", self.store.chunks())
+        """Delete what interrupted runs left: uncommitted chunks, temporary files, old index
+        generations; files open readers may need are kept while they are open."""
+        with self.writing():
+            removed = remove_stale_temps(self.path) + remove_stale_temps(self.path / "embeddings")
+            manifest = self.store.chunks()
+            with no_readers(self.path) as free:
+                removed += remove_orphans(self.path / "embeddings", manifest, readers_gone=free)
+            removed += remove_old_generations(self.path)
+            return removed
 
     def append(
         self,
@@ -286,48 +322,51 @@ class Collection:
             raise ValueError(f"embeddings {embeddings.shape} do not match {len(items)} items")
         if self.metric == "cosine":
             embeddings = normalize(embeddings)
-        manifest = self.store.chunks()
-        seq = 1 + max((int(c.name[6:12]) for c in manifest), default=0)
-        first = self.store.next_row()
-        stored = self.store.clustering()
-        clusters: list[int | None] = [None] * len(items)
-        if stored is not None and len(items):
-            clusters = nearest_centroids(embeddings, stored.centroids, 1)[:, 0].tolist()
-        placed = [
-            Item(it.key, first + i, it.size, it.mtime_ns, it.sha256, it.label, clusters[i])
-            for i, it in enumerate(items)
-        ]
-        chunk = None
-        if len(items):
-            (self.path / "embeddings").mkdir(exist_ok=True)
-            chunk = write_chunk(self.path / "embeddings", seq, first, embeddings)
-            crash_point("chunk-written")
-        with self.store.transaction() as db:
-            if chunk is not None:
-                MetaStore.put_chunk(db, chunk)
-            MetaStore.put_items(db, placed)
-            MetaStore.put_failures(db, failures)
-        crash_point("chunk-committed")
-        self.invalidate()
+        with self.writing():
+            folder = self.path / "embeddings"
+            listed = [chunk_seq(c.name) or 0 for c in self.store.chunks()]
+            on_disk = [chunk_seq(p.name) or 0 for p in folder.glob("chunk-*")]
+            seq = 1 + max([0, *listed, *on_disk])  # never the name of a file a reader may have
+            first = self.store.next_row()
+            stored = self.store.clustering()
+            clusters: list[int | None] = [None] * len(items)
+            if stored is not None and len(items):
+                clusters = nearest_centroids(embeddings, stored.centroids, 1)[:, 0].tolist()
+            placed = [
+                Item(it.key, first + i, it.size, it.mtime_ns, it.sha256, it.label, clusters[i])
+                for i, it in enumerate(items)
+            ]
+            chunk = None
+            if len(items):
+                make_dir(folder)
+                chunk = write_chunk(folder, seq, first, embeddings)
+                crash_point("chunk-written")
+            with self.store.transaction() as db:
+                if chunk is not None:
+                    MetaStore.put_chunk(db, chunk)
+                MetaStore.put_items(db, placed)
+                MetaStore.put_failures(db, failures)
+            crash_point("chunk-committed")
 
     def remove_keys(self, keys: list[str]) -> None:
         """Drop items (and recorded failures) by key, in one transaction."""
-        with self.store.transaction() as db:
+        with self.writing(), self.store.transaction() as db:
             MetaStore.delete_keys(db, keys)
-        self.invalidate()
+        crash_point("items-removed")
 
     def save_clustering(self, clustering: Clustering, elbow: ElbowCurve | None = None) -> None:
         """Store the KMeans model and the cluster of every item, in one transaction."""
-        if len(clustering.assignments) != len(self):
-            raise ValueError("clustering does not match the collection's size")
-        stored = StoredClustering(
-            clustering.k, float(clustering.inertia), asdict(elbow) if elbow else None,
-            np.asarray(clustering.centroids, dtype=np.float32),
-        )  # fmt: skip
-        pairs = zip(self.rows.tolist(), np.asarray(clustering.assignments).tolist(), strict=True)
-        with self.store.transaction() as db:
-            MetaStore.put_clustering(db, stored, pairs)
-        self.invalidate()
+        with self.writing():
+            if len(clustering.assignments) != len(self):
+                raise ValueError("clustering does not match the collection's size")
+            stored = StoredClustering(
+                clustering.k, float(clustering.inertia), asdict(elbow) if elbow else None,
+                np.asarray(clustering.centroids, dtype=np.float32),
+            )  # fmt: skip
+            pairs = zip(self.rows.tolist(), np.asarray(clustering.assignments).tolist(),
+                        strict=True)  # fmt: skip
+            with self.store.transaction() as db:
+                MetaStore.put_clustering(db, stored, pairs)
 
     def check_model(self, model: dict[str, Any]) -> None:
         """Refuse a model other than the one that made the collection's embeddings.
@@ -335,19 +374,15 @@ class Collection:
         `model` is what imgret.models.registry.describe says of the model (its canonical
         reference, kind, sizes and the fingerprint of its weights).
         """
-        mine = self.model
-        for key in ("embedding_dim", "image_size", "channels", "name"):
+        mine, fix = self.model, "Use the same model or index into a new collection folder."
+        for key in ("embedding_dim", "image_size", "channels", "name", "ref"):
             if mine.get(key) != model.get(key):
+                what = "" if key == "ref" else f" ({key}={{}})"
                 raise UserError(
-                    f"{self.path} was made with model {mine.get('ref')} ({key}={mine.get(key)}), "
-                    f"not {model.get('ref')} ({key}={model.get(key)}). Use the same model or "
-                    "index into a new collection folder."
+                    f"{self.path} was made with model {mine.get('ref')}"
+                    f"{what.format(mine.get(key))}, not {model.get('ref')}"
+                    f"{what.format(model.get(key))}. {fix}"
                 )
-        if mine.get("ref") != model.get("ref"):
-            raise UserError(
-                f"{self.path} was made with model {mine.get('ref')}, not {model.get('ref')}. "
-                "Use the same model or index into a new collection folder."
-            )
         theirs = model.get("fingerprint")
         if mine.get("fingerprint") and theirs and mine["fingerprint"] != theirs:
             raise UserError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,12 +28,15 @@ import numpy as np
 
 from ..core.atomic import atomic_path, read_json, write_json, write_npy
 from ..core.crashpoints import crash_point
+from ..core.errors import DamagedError
 from ..core.vectors import faiss_module
+from .lock import no_readers
 
 __all__ = [
     "KINDS", "RERANKED", "IndexSettings", "IndexPlan", "LoadedIndex", "choose_kind",
-    "ivf_lists", "default_nprobe", "plan_index", "plan_to_meta", "build_index", "update_index",
-    "save_index", "load_index", "set_threads", "index_memory_bytes", "faiss_metric",
+    "ivf_lists", "default_nprobe", "plan_index", "plan_to_meta", "build_index", "trained_index",
+    "update_index", "save_index", "load_index", "read_pointer", "remove_old_generations",
+    "set_threads", "index_memory_bytes", "faiss_metric", "generation_files",
 ]  # fmt: skip
 
 KINDS = ("auto", "flat", "ivf", "hnsw", "ivfsq", "ivfpq")
@@ -157,6 +161,19 @@ def build_index(
     fetch : returns the (len(rows), dim) float32 embeddings of the rows it is given; called in
         batches of at most `batch` rows, so memory holds one batch besides the index
     """
+    rows = np.asarray(rows, dtype=np.int64)
+    index = trained_index(plan, rows, fetch, dim=dim, metric=metric, settings=settings)
+    for s in range(0, len(rows), batch):
+        part = rows[s : s + batch]
+        index.add_with_ids(fetch(part), part)
+    return index
+
+
+def trained_index(
+    plan: IndexPlan, rows: np.ndarray, fetch: Fetch, *, dim: int, metric: str = "cosine",
+    settings: IndexSettings = IndexSettings(),
+) -> Any:  # fmt: skip
+    """The empty FAISS index of `plan`, trained on a seeded sample of `rows` (IVF kinds)."""
     faiss = faiss_module()
 
     set_threads(settings.threads)
@@ -176,9 +193,6 @@ def build_index(
         rng = np.random.default_rng(settings.seed)
         sample = np.sort(rng.choice(rows, n_train, replace=False)) if n_train else rows
         index.train(fetch(sample))
-    for s in range(0, len(rows), batch):
-        part = rows[s : s + batch]
-        index.add_with_ids(fetch(part), part)
     return index
 
 
@@ -224,19 +238,34 @@ def update_index(
     return LoadedIndex(index, rows, dict(loaded.meta))
 
 
+def _write_index(index: Any, path: Path) -> None:
+    """faiss.write_index through Python file writes: a full disk raises (a plain
+    faiss.write_index only prints the error and leaves a short file)."""
+    faiss = faiss_module()
+
+    with atomic_path(path, needed=int(index.ntotal) * int(index.d) * 4 or None) as tmp:
+        with open(tmp, "wb") as f:
+            writer = faiss.PyCallbackIOWriter(f.write)
+            faiss.write_index(index, writer)
+            del writer
+
+
+def generation_files(meta: dict[str, Any]) -> tuple[str, str]:
+    return str(meta["file"]), str(meta["rows_file"])
+
+
 def save_index(folder: Path, loaded: LoadedIndex) -> None:
     """Write the index under a new generation, then point index.json at it, then tidy up.
 
     Each file is written to a temporary name and renamed, and index.json is replaced last:
-    a process killed at any point leaves the previous index in use.
+    a process killed at any point leaves the previous index in use. Older generations are
+    deleted only while no reader has the collection open (`remove_old_generations`).
     """
-    faiss = faiss_module()
-
-    old = _read_pointer(folder)
+    old = read_pointer(folder, strict=False)
     gen = int(old.get("generation", 0)) + 1 if old else 1
+    gen = max([gen, *(g + 1 for g in _generations_on_disk(folder))])
     name = f"index-{gen:06d}"
-    with atomic_path(folder / f"{name}.faiss") as tmp:
-        faiss.write_index(loaded.index, str(tmp))
+    _write_index(loaded.index, folder / f"{name}.faiss")
     write_npy(folder / f"{name}.rows.npy", np.asarray(loaded.rows, dtype=np.int64))
     crash_point("index-written")
     meta = {
@@ -249,39 +278,104 @@ def save_index(folder: Path, loaded: LoadedIndex) -> None:
     }
     write_json(folder / "index.json", meta)
     loaded.meta = meta
-    for p in folder.glob("index-*"):
-        if p.name not in (meta["file"], meta["rows_file"]):
-            p.unlink(missing_ok=True)
+    crash_point("index-current")
+    remove_old_generations(folder)
 
 
-def _read_pointer(folder: Path) -> dict[str, Any] | None:
+_GEN = re.compile(r"^index-(\d{6,})\.")
+
+
+def _generations_on_disk(folder: Path) -> list[int]:
+    return [int(m.group(1)) for p in folder.glob("index-*") if (m := _GEN.match(p.name))]
+
+
+def remove_old_generations(folder: Path) -> list[str]:
+    """Delete index files other than the current generation's -> their names.
+
+    Files of a generation newer than the current one were never current (a write was
+    interrupted) and always go; older generations go only when no reader has the collection
+    open (a reader that read index.json just before it changed may still open them).
+    """
+    meta = read_pointer(folder, strict=False)
+    keep = set(generation_files(meta)) if meta else set()
+    current = int(meta.get("generation", 0)) if meta else 0
+    removed = []
+    with no_readers(folder) as free:
+        for p in folder.glob("index-*"):
+            m = _GEN.match(p.name)
+            if p.name in keep or m is None:
+                continue
+            if free or int(m.group(1)) > current:
+                p.unlink(missing_ok=True)
+                removed.append(p.name)
+    return removed
+
+
+def read_pointer(folder: Path, *, strict: bool = True) -> dict[str, Any] | None:
+    """index.json (None when there is none). A damaged one: DamagedError, or None if not strict."""
     path = folder / "index.json"
-    if not path.exists():
-        return None
     try:
         doc = read_json(path)
-    except ValueError:
+    except FileNotFoundError:
         return None
-    return doc if isinstance(doc, dict) else None
+    except (OSError, ValueError) as e:
+        if not strict:
+            return None
+        raise DamagedError(path, f"unreadable ({e})", _index_hint(folder)) from None
+    ok = isinstance(doc, dict) and all(k in doc for k in ("file", "rows_file", "kind", "factory"))
+    if not ok:
+        if not strict:
+            return None
+        raise DamagedError(path, "not an index description", _index_hint(folder))
+    return doc  # type: ignore[no-any-return]
+
+
+def _index_hint(folder: Path) -> str:
+    return (f"run `imgret check --repair {folder}` (or `imgret index --rebuild-index`) to "
+            "rebuild the index")  # fmt: skip
+
+
+def _load_generation(folder: Path, meta: dict[str, Any], mmap: bool) -> LoadedIndex:
+    faiss = faiss_module()
+
+    name, rows_name = generation_files(meta)
+    path, rows_path = folder / name, folder / rows_name
+    for p in (path, rows_path):
+        if not p.is_file():
+            raise DamagedError(p, "missing (index.json points to it)", _index_hint(folder))
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    try:
+        index = faiss.read_index(str(path), flags)
+    except RuntimeError as e:
+        detail = str(e).strip().splitlines()[-1][:200] if str(e).strip() else "unreadable"
+        raise DamagedError(path, f"unreadable FAISS index ({detail})", _index_hint(folder)
+                           ) from None  # fmt: skip
+    try:
+        rows = np.load(rows_path)
+    except (OSError, ValueError, EOFError) as e:
+        raise DamagedError(rows_path, f"unreadable ({e})", _index_hint(folder)) from None
+    if rows.ndim != 1 or index.ntotal != len(rows) or index.d != meta.get("dim", index.d):
+        raise DamagedError(path, f"holds {index.ntotal} embeddings of {index.d} dims, "
+                           f"{rows_path.name} lists {len(rows)}", _index_hint(folder))  # fmt: skip
+    return LoadedIndex(index, rows.astype(np.int64, copy=False), meta)
 
 
 def load_index(folder: Path, *, mmap: bool = False) -> LoadedIndex | None:
-    """The index index.json points to, or None when there is none (or a newer one)."""
-    faiss = faiss_module()
+    """The index index.json points to, or None when there is none (or a newer format).
 
-    meta = _read_pointer(folder)
-    if not meta or meta.get("version", 0) > INDEX_FORMAT_VERSION:
-        return None
-    path = folder / meta["file"]
-    rows_path = folder / meta["rows_file"]
-    if not path.exists() or not rows_path.exists():
-        return None
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    index = faiss.read_index(str(path), flags)
-    rows = np.load(rows_path)
-    if index.ntotal != len(rows):
-        return None
-    return LoadedIndex(index, rows, meta)
+    A reader that finds the files gone because a writer moved on reads index.json again; an
+    index that is damaged is a DamagedError naming the file.
+    """
+    for _ in range(5):
+        meta = read_pointer(folder)
+        if not meta or meta.get("version", 0) > INDEX_FORMAT_VERSION:
+            return None
+        try:
+            return _load_generation(folder, meta, mmap)
+        except DamagedError:
+            if read_pointer(folder, strict=False) == meta:
+                raise
+    return None
 
 
 def index_memory_bytes(index: Any) -> int:

@@ -9,17 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import read_json, write_json
+from ..core.atomic import fsync_dir, make_dir, read_json, write_json
 from ..core.clustering import Clustering, ElbowCurve
-from ..core.errors import UserError
-from .collection import FORMAT, FORMAT_VERSION, Collection, index_doc
+from ..core.errors import DamagedError, UserError
+from .collection import FORMAT, FORMAT_VERSION, Collection, index_doc, settings_from
 from .index_files import IndexSettings
 from .lock import collection_lock
 from .metadata import Item, MetaStore
 
 __all__ = [
     "open_collection", "new_collection", "create_collection", "remove_collection_files",
-    "upgrade_collection", "is_collection", "CHUNK_ROWS",
+    "upgrade_collection", "is_collection", "read_info", "collection_generation", "CHUNK_ROWS",
 ]  # fmt: skip
 
 CHUNK_ROWS = 65536  # rows per chunk written by `create_collection`
@@ -30,25 +30,57 @@ def is_collection(path: str | Path) -> bool:
     return (Path(path) / "collection.json").exists()
 
 
-def _read_info(path: Path) -> dict[str, Any]:
-    if not (path / "collection.json").exists():
+def read_info(path: Path) -> dict[str, Any]:
+    """collection.json, checked: UserError when it is none, DamagedError when it is broken."""
+    file = path / "collection.json"
+    if not file.exists():
         raise UserError(
             f"{path}: not an imgret collection (no collection.json). "
             "Make one with `imgret index FOLDER --out COLLECTION --model MODEL`."
         )
     try:
-        info = read_json(path / "collection.json")
-    except ValueError as e:
-        raise UserError(f"{path}/collection.json is damaged ({e})") from None
+        info = read_json(file)
+    except (OSError, ValueError) as e:
+        raise DamagedError(file, f"unreadable ({e})", _rewrite_hint(path)) from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise UserError(f"{path}: not an imgret collection")
+        raise UserError(f"{path}: not an imgret collection ({file} is not one's description)")
     version = info.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise DamagedError(file, f'"version" is {version!r}, not a number', _rewrite_hint(path))
     if version > FORMAT_VERSION:
         raise UserError(
             f"{path}: made by a newer imgret (collection format {version}, this imgret "
             f"reads up to {FORMAT_VERSION}); upgrade imgret"
         )
+    if version >= 2:
+        _check_info(file, info)
     return info
+
+
+def _rewrite_hint(path: Path) -> str:
+    return (f"the collection's description is lost; make the collection again with `imgret "
+            f"index FOLDER --out {path} --model MODEL` (into an empty folder)")  # fmt: skip
+
+
+def _check_info(file: Path, info: dict[str, Any]) -> None:
+    """The fields every reader relies on, with their types."""
+    model = info.get("model")
+    problems = []
+    if not isinstance(info.get("dim"), int) or info["dim"] < 1:
+        problems.append(f'"dim" is {info.get("dim")!r}, not a positive number')
+    if info.get("metric") not in ("cosine", "l2"):
+        problems.append(f'"metric" is {info.get("metric")!r}, not "cosine" or "l2"')
+    if not isinstance(model, dict) or not isinstance(model.get("ref"), str):
+        problems.append('"model" does not name the model ("ref")')
+    if not isinstance(info.get("index", {}), dict):
+        problems.append('"index" is not a table of settings')
+    else:
+        try:
+            settings_from(info.get("index"))
+        except (TypeError, ValueError) as e:
+            problems.append(f'"index" settings are invalid ({e})')
+    if problems:
+        raise DamagedError(file, "; ".join(problems), _rewrite_hint(file.parent))
 
 
 def open_collection(path: str | Path) -> Collection:
@@ -58,15 +90,12 @@ def open_collection(path: str | Path) -> Collection:
     index` and `imgret add` run, under the collection's lock).
     """
     path = Path(path)
-    info = _read_info(path)
+    info = read_info(path)
     if info.get("version", 0) < 2:
         raise UserError(
             f"{path}: an old (format 1) collection; run `imgret index` on its folder to upgrade it"
         )
-    try:
-        return Collection(path, info)
-    except ValueError as e:
-        raise UserError(f"{path}: {e}") from None
+    return Collection(path, info)
 
 
 def new_collection(
@@ -77,7 +106,7 @@ def new_collection(
     if metric not in ("cosine", "l2"):
         raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    make_dir(path)
     info = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -87,9 +116,12 @@ def new_collection(
         "dim": int(dim),
         "index": index_doc(settings or IndexSettings()),
     }
-    MetaStore(path / "meta.sqlite").close()
-    write_json(path / "collection.json", info)
-    return Collection(path, info)
+    with collection_lock(path):
+        for name in ("meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm"):
+            (path / name).unlink(missing_ok=True)  # left by a run killed while making it
+        store = MetaStore(path / "meta.sqlite", create=True)
+        write_json(path / "collection.json", info)  # last: until then it is no collection
+        return Collection(path, info, store=store)
 
 
 def _stat(key: str) -> tuple[int | None, int | None]:
@@ -144,8 +176,13 @@ def create_collection(
 
 
 def remove_collection_files(path: Path) -> None:
-    """Delete a collection's files; collection.json first, so a half-deleted one is none."""
+    """Delete a collection's files; collection.json first, so a half-deleted one is none.
+
+    The caller holds the collection's lock.
+    """
     (path / "collection.json").unlink(missing_ok=True)
+    if path.is_dir():
+        fsync_dir(path)
     for name in ("meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm", "index.json", *_V1_FILES):
         (path / name).unlink(missing_ok=True)
     for p in path.glob("index-*"):
@@ -160,9 +197,11 @@ def upgrade_collection(path: str | Path) -> Collection:
     interrupted upgrade leaves the format-1 collection.
     """
     path = Path(path)
-    info = _read_info(path)
+    info = read_info(path)
     if info.get("version", 0) >= 2:
-        return open_collection(path)
+        coll = open_collection(path)
+        coll.store.upgrade()
+        return coll
     items = read_json(path / "items.json")
     emb = np.load(path / "embeddings.npy")
     clustering = None
@@ -177,8 +216,7 @@ def upgrade_collection(path: str | Path) -> Collection:
         "source": info.get("source", ""), "metric": info.get("metric", "cosine"),
         "dim": int(emb.shape[1]), "index": index_doc(IndexSettings()),
     }  # fmt: skip
-    MetaStore(path / "meta.sqlite").close()
-    coll = Collection(path, new_info)
+    coll = Collection(path, new_info, store=MetaStore(path / "meta.sqlite", create=True))
     keys, labels = items["keys"], items["labels"]
     fails = [(f["key"], None, None, f["reason"]) for f in info.get("skipped", [])]
     coll.append(
@@ -192,3 +230,14 @@ def upgrade_collection(path: str | Path) -> Collection:
     for name in _V1_FILES:
         (path / name).unlink(missing_ok=True)
     return coll
+
+
+def collection_generation(path: str | Path) -> int:
+    """The collection's generation: a number that increases with every committed change (items,
+    chunks, clustering, index, settings). Cheap (one small SQLite read); 0 for a collection
+    made before generations were counted."""
+    store = MetaStore(Path(path) / "meta.sqlite")
+    try:
+        return store.generation()
+    finally:
+        store.close()
