@@ -79,13 +79,12 @@ class OnnxBacked:
 
     backend = "onnx"
 
-    def __init__(self, model: Any, session: Any) -> None:
-        self.model = model  # the PyTorch model the graph was exported from
+    def __init__(self, session: Any) -> None:
         self.session = session  # imgret.models.onnx_runtime.OnnxEmbedder
-        self.name = model.name
-        self.image_size = int(model.image_size)
-        self.channels = int(model.channels)
-        self.embedding_dim = int(model.embedding_dim)
+        self.name = session.model_name  # the PyTorch model's, recorded at export
+        self.image_size = int(session.image_size)
+        self.channels = int(session.channels)
+        self.embedding_dim = int(session.embedding_dim)
 
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) float in [0, 1] or uint8 -> (B, dim) float32 (CPU)."""
@@ -100,21 +99,19 @@ class OnnxBacked:
 
 
 def _onnx_available() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """onnxruntime and onnx are installed (found, not imported: `import onnx` takes seconds)."""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
-def _cache_key(ref: str, model: Any, quantize: bool) -> str:
+def _cache_key(ref: str, quantize: bool) -> str:
     """What the exported graph depends on, hashed: a changed model gets a new file."""
-    facts = registry.describe(ref, model)
-    facts["weights"] = facts.pop("fingerprint") or _pretrained_stamp(facts["ref"])
-    facts.update(torch=torch.__version__, export=EXPORT_VERSION, quantize=quantize)
-    blob = json.dumps(facts, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
+    canonical = registry.canonical_ref(ref)
+    weights = registry.fingerprint(canonical) or _pretrained_stamp(canonical)
+    facts = {"ref": canonical, "weights": weights, "torch": torch.__version__,
+             "export": EXPORT_VERSION, "quantize": quantize}  # fmt: skip
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _pretrained_stamp(ref: str) -> str:
@@ -141,56 +138,67 @@ def load_for_inference(
 ) -> Embedder:
     """The model `ref` names, ready to embed with the backend of `settings`.
 
+    A cached ONNX graph is run without building the PyTorch model at all (start-up time).
     calibration : with `settings.quantize`, returns a few (B, C, S, S) uint8 batches of
         typical images to calibrate the int8 graph on
     """
     settings = settings or InferenceSettings()
     threads = plan_threads(settings.threads, settings.workers).inference
     apply_threads(threads)  # PyTorch runs the model (FAISS shares the pool)
-    model = registry.load(ref, device=settings.device)
     if settings.backend == "torch" or (settings.backend == "auto" and settings.device != "cpu"):
-        return model
-    if not _onnx_available() or not hasattr(model, "embedding_graph"):
+        return registry.load(ref, device=settings.device)
+    if settings.device != "cpu":
+        raise UserError("--backend onnx runs on the CPU; use --backend torch on CUDA")
+    if not _onnx_available():
         if settings.backend == "onnx":
             raise UserError(
                 "--backend onnx needs the onnx and onnxruntime packages (pip install onnx "
-                "onnxruntime) and a model kind that can be exported"
+                "onnxruntime)"
             )
-        return model
-    if settings.device != "cpu":
-        raise UserError("--backend onnx runs on the CPU; use --backend torch on CUDA")
-    try:
-        path = _exported(str(ref), model, settings.quantize, calibration)
-    except Exception as e:  # noqa: BLE001 - any export failure falls back, with one warning
-        warn(f"cannot run {ref} with ONNX Runtime ({type(e).__name__}: {e}); using PyTorch")
-        return model
+        return registry.load(ref)
     from .onnx_runtime import OnnxEmbedder
 
-    session = OnnxEmbedder(path, threads=threads)
+    folder = cache_dir() / "onnx"
+    path = folder / f"{_cache_key(str(ref), settings.quantize)}.onnx"
+    if not path.is_file():
+        model = registry.load(ref)
+        if not hasattr(model, "embedding_graph"):
+            if settings.backend == "onnx":
+                raise UserError(f"{ref}: this kind of model cannot run with ONNX Runtime")
+            return model
+        try:
+            _export(str(ref), model, path, settings.quantize, calibration)
+        except Exception as e:  # noqa: BLE001 - any export failure falls back, with one warning
+            warn(f"cannot run {ref} with ONNX Runtime ({type(e).__name__}: {e}); using PyTorch")
+            return model
+    try:
+        session = OnnxEmbedder(path, threads=threads)
+    except Exception as e:  # noqa: BLE001 - a damaged cache file: drop it, use PyTorch this time
+        path.unlink(missing_ok=True)
+        warn(f"{path}: unreadable ONNX graph, removed ({type(e).__name__}); using PyTorch")
+        return registry.load(ref)
     apply_threads(cpu_count())  # ONNX Runtime has its own pool; FAISS and numpy get all cores
-    return OnnxBacked(model, session)
+    return OnnxBacked(session)
 
 
-def _exported(
-    ref: str, model: Any, quantize: bool, calibration: Callable[[], list[np.ndarray]] | None
-) -> Path:
-    """The cached ONNX file of `model` (exported, and quantised, on first use)."""
+def _export(
+    ref: str, model: Any, path: Path, quantize: bool,
+    calibration: Callable[[], list[np.ndarray]] | None,
+) -> None:  # fmt: skip
+    """Export `model` to `path` (via its float graph, cached too, when quantising)."""
     from .onnx_export import export_onnx, quantize_int8
 
-    folder = cache_dir() / "onnx"
-    path = folder / f"{_cache_key(ref, model, False)}.onnx"
-    if not path.is_file():
+    float_path = path.with_name(f"{_cache_key(ref, False)}.onnx") if quantize else path
+    if not float_path.is_file():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             export_onnx(
-                model.embedding_graph(), path, image_size=int(model.image_size),
-                channels=int(model.channels), metadata={"imgret.ref": registry.canonical_ref(ref)},
+                model.embedding_graph(), float_path, image_size=int(model.image_size),
+                channels=int(model.channels), metadata={
+                    "imgret.ref": registry.canonical_ref(ref), "imgret.name": str(model.name),
+                },
             )  # fmt: skip
-    if not quantize:
-        return path
-    int8 = folder / f"{_cache_key(ref, model, True)}.onnx"
-    if not int8.is_file():
+    if quantize:
         if calibration is None:
             raise UserError("--quantize needs images to calibrate on")
-        quantize_int8(path, int8, calibration())
-    return int8
+        quantize_int8(float_path, path, calibration())

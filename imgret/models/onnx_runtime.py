@@ -69,6 +69,7 @@ class OnnxEmbedder:
             meta.get("imgret.embedding_dim", dim if isinstance(dim, int) else 0)
         )
         self.name = f"onnx:{self.path.name}"
+        self.model_name = meta.get("imgret.name", self.name)  # the exported model's kind
 
     def __repr__(self) -> str:
         return (
