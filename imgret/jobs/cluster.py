@@ -35,25 +35,25 @@ def cluster(
     progress: bool = True,
 ) -> ClusterOutput:
     """KMeans on a collection: K from the elbow of the inertia curve unless given."""
-    coll = open_collection(collection_dir)
-    if len(coll) < 2:
-        raise UserError(f"{coll.path}: {len(coll)} image(s) is too few to cluster")
-    files: dict[str, Path] = {}
-    elbow = None
-    if k is None:
-        elbow = elbow_curve(
-            _cluster_sample(coll, seed), range(k_min, k_max + 1), seed=seed, progress=progress
-        )
-        k = elbow.chosen_k
-        files["elbow"] = plot_elbow(
-            elbow.ks, elbow.inertias, elbow.silhouettes, k, coll.path / "elbow.png"
-        )
-    clustering = _fit_clusters(coll, k, seed)
-    with coll.writing():
+    with open_collection(collection_dir) as coll, coll.writing():  # pictures included
+        if len(coll) < 2:
+            raise UserError(f"{coll.path}: {len(coll)} image(s) is too few to cluster")
+        files: dict[str, Path] = {}
+        elbow = None
+        if k is None:
+            elbow = elbow_curve(
+                _cluster_sample(coll, seed), range(k_min, k_max + 1), seed=seed,
+                progress=progress,
+            )  # fmt: skip
+            k = elbow.chosen_k
+            files["elbow"] = plot_elbow(
+                elbow.ks, elbow.inertias, elbow.silhouettes, k, coll.path / "elbow.png"
+            )
+        clustering = _fit_clusters(coll, k, seed)
         coll.save_clustering(clustering, elbow)
-    files["clusters"] = plot_cluster_samples(
-        coll.keys, clustering.assignments, coll.path / "clusters.png", seed=seed
-    )
+        files["clusters"] = plot_cluster_samples(
+            coll.keys, clustering.assignments, coll.path / "clusters.png", seed=seed
+        )
     sizes = np.bincount(clustering.assignments, minlength=clustering.k).tolist()
     return ClusterOutput(clustering.k, sizes, elbow.chosen_k if elbow else None, files)
 

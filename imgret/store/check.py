@@ -140,6 +140,20 @@ def _salvage(path: Path, note: Log) -> MetaStore:
             lost.append(table)
     if old is not None:
         old.close()
+    # Rows are never reused, whatever the old database lost: an index or a chunk file may name
+    # any row up to here. The index is rebuilt.
+    used = [0]
+    for p in (path / "embeddings").glob("chunk-*.npy"):
+        with contextlib.suppress(OSError, ValueError):
+            used.append((chunk_first_row(p.name) or 0) + len(np.load(p, mmap_mode="r")))
+    for p in path.glob("index-*.rows.npy"):
+        with contextlib.suppress(OSError, ValueError):
+            rows = np.load(p)
+            used.append(int(rows.max()) + 1 if len(rows) else 0)
+    with fresh.transaction() as db:
+        db.execute("INSERT INTO state (name, value) VALUES ('next_row', ?) ON CONFLICT(name) "
+                   "DO UPDATE SET value = MAX(value, excluded.value)", (max(used),))  # fmt: skip
+    (path / "index.json").unlink(missing_ok=True)
     note(f"meta.sqlite moved aside to {aside.name}; "
          + (f"could not read its {', '.join(lost)}" if lost else "every table was read"))
     return fresh

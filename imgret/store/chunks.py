@@ -164,6 +164,12 @@ class ChunkReader:
         map (no copy: searches read the page cache); others as a copy of the wanted rows.
         """
         rows = np.asarray(rows, dtype=np.int64)
+        held = sum(
+            int(np.searchsorted(rows, c.first_row + c.n_rows) - np.searchsorted(rows, c.first_row))
+            for c in self.manifest
+        )
+        if held != len(rows):  # a row no chunk holds: say so before any is read
+            self.gather(rows)
         for chunk in self.manifest:
             lo = int(np.searchsorted(rows, chunk.first_row))
             hi = int(np.searchsorted(rows, chunk.first_row + chunk.n_rows))

@@ -1,18 +1,8 @@
 """A collection directory: the embeddings of a set of images, their metadata, index and clustering.
 
-Layout (format version 2, described in docs/collection-format.md)::
-
-    collection.json        format, version, model facts, source, metric, dim, index settings
-    meta.sqlite            items (key, size, mtime, sha256, label, cluster, embedding row),
-                           the manifest of embedding chunks, unreadable files, the clustering
-    embeddings/chunk-*.npy (n_rows, dim) float32 each, unit-norm rows when metric is cosine
-    index.json             the current FAISS index: kind, parameters, files
-    index-NNNNNN.faiss     the FAISS index (ids = embedding rows) and
-    index-NNNNNN.rows.npy  the rows it holds
-
-Positions: `keys[i]`, `labels[i]`, `embeddings[i]` and search ids all refer to the i-th item in
-embedding-row order. Positions are stable until the collection changes; embedding rows are
-never reused.
+Layout (format version 2): docs/collection-format.md. Positions: `keys[i]`, `labels[i]`,
+`embeddings[i]` and search ids all refer to the i-th item in embedding-row order. Positions are
+stable until the collection changes; embedding rows are never reused.
 
 Readers see one moment: items, manifest and clustering are read in one SQLite transaction
 (`generation` says which), and while a Collection is open no writer deletes a file it may read.
@@ -54,10 +44,9 @@ def settings_from(doc: dict[str, Any] | None) -> IndexSettings:
     return IndexSettings(**{k: v for k, v in (doc or {}).items() if k in names})
 
 
-def _release(store: MetaStore, mark: ReaderMark | None) -> None:
+def _release(mark: ReaderMark | None) -> None:
     if mark is not None:
         mark.release()
-    store.close()
 
 
 class Collection:
@@ -78,10 +67,13 @@ class Collection:
         self.store = store or MetaStore(self.path / "meta.sqlite")
         self._writing = 0
         self._cache: dict[str, Any] = {}
-        self._finalizer = weakref.finalize(self, _release, self.store, self._mark)
+        # Garbage-collected, it stops holding back writers; its SQLite connection closes when
+        # the store is garbage too (`open_collection(p).store` may outlive it).
+        self._finalizer = weakref.finalize(self, _release, self._mark)
 
     def close(self) -> None:
         self._finalizer()
+        self.store.close()
 
     def __enter__(self) -> Collection:
         return self
