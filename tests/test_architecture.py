@@ -19,10 +19,12 @@ ALLOWED = {
     "retrieval": {"core", "data", "models", "store"},
     "training": {"core", "data", "models", "retrieval"},
     "evaluation": {"core", "data", "models", "retrieval", "store"},
-    "jobs": {"core", "data", "models", "training", "store", "retrieval", "evaluation", "viz"},
+    "scaleout": {"core", "data", "models", "store"},
+    "jobs": {"core", "data", "models", "training", "store", "retrieval", "evaluation", "viz",
+             "scaleout"},  # fmt: skip
     "web": {"core", "data", "models", "store", "retrieval", "jobs", "viz"},
     "cli": {"core", "data", "models", "training", "store", "retrieval", "evaluation", "jobs",
-            "viz", "web"},  # fmt: skip
+            "viz", "web", "scaleout"},  # fmt: skip
 }
 
 

@@ -20,14 +20,42 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    help="embeddings committed together; an interrupted run loses at most one "
                    "chunk (default: 4096)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    _ray_options(p)
+
+
+def _ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("on a Ray cluster (needs imgret[ray]; README: run on a cluster)")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS|local",
+                   help="embed with Ray actors and build IVF indexes in Ray tasks: `local` (the "
+                   "default) starts a private cluster here, HOST:PORT joins a running one")
+    g.add_argument("--ray-actors", type=int, metavar="N", help="embedding actors (default: 2)")
+    g.add_argument("--ray-threads", type=int, metavar="T",
+                   help="torch threads and CPUs of each actor (default: 1)")
+    g.add_argument("--ray-gpus", type=float, metavar="G",
+                   help="GPUs of each actor; above 0 the model runs on CUDA (default: 0)")
+
+
+def _ray_config(a: argparse.Namespace):  # noqa: ANN202 - imported lazily
+    given = {"actors": a.ray_actors, "threads": a.ray_threads, "gpus": a.ray_gpus}
+    given = {name: v for name, v in given.items() if v is not None}
+    if a.ray is None:
+        if given:
+            from ..core.errors import UserError
+
+            raise UserError("--ray-actors, --ray-threads and --ray-gpus need --ray")
+        return None
+    from ..scaleout.cluster import RayConfig
+
+    return RayConfig(address=a.ray, **given)
 
 
 def _job_config(a: argparse.Namespace):  # noqa: ANN202 - imported lazily
     from ..jobs.sync import IndexJobConfig
 
     return IndexJobConfig(
-        batch_size=a.batch_size, workers=a.workers, chunk_rows=a.chunk_size, device=a.device
-    )
+        batch_size=a.batch_size, workers=a.workers, chunk_rows=a.chunk_size, device=a.device,
+        ray=_ray_config(a),
+    )  # fmt: skip
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

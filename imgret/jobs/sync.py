@@ -21,6 +21,8 @@ from ..core.paths import display
 from ..core.progress import progress_bar
 from ..data.images import scan_folder
 from ..data.sources import ImageSource, open_source
+from ..scaleout.cluster import RayConfig
+from ..scaleout.index_shards import index_builder
 from ..store.collection import Collection
 from ..store.compact import maybe_compact
 from ..store.metadata import Item, MetaStore
@@ -37,6 +39,7 @@ class IndexJobConfig:
     chunk_rows: int = 4096  # embeddings committed together (the most a kill can lose)
     chunk_seconds: float = 30.0  # ... or commit after this many seconds of work
     device: str = "cpu"
+    ray: RayConfig | None = None  # embed and build the index on Ray (imgret.scaleout)
 
 
 @dataclass
@@ -112,10 +115,17 @@ def _embed_and_commit(
     from ..models.embed import embed_arrays
 
     source = _todo_source(todo)
-    loader = make_loader(
-        source, size=embedder.image_size, channels=embedder.channels,
-        batch_size=config.batch_size, workers=config.workers, hash_files=True,
-    )  # fmt: skip
+    if config.ray is not None:
+        from ..scaleout.embed import ray_embedded_batches
+
+        batches = ray_embedded_batches(source, coll.model["ref"], config.ray,
+                                       batch_size=config.batch_size)  # fmt: skip
+    else:
+        loader = make_loader(
+            source, size=embedder.image_size, channels=embedder.channels,
+            batch_size=config.batch_size, workers=config.workers, hash_files=True,
+        )  # fmt: skip
+        batches = ((b, embed_arrays(embedder, b.images)) for b in loader)
     bar = progress_bar(total=len(todo), desc="embedding", unit="img", enabled=progress)
     buf_emb: list[np.ndarray] = []
     buf_items: list[Item] = []
@@ -135,7 +145,7 @@ def _embed_and_commit(
         buf_fail.clear()
         started = time.perf_counter()
 
-    for batch in loader:
+    for batch, embeddings in batches:
         retry = set(getattr(batch, "transient", ()))
         for i, err in batch.failures:
             c = todo[i]
@@ -146,7 +156,7 @@ def _embed_and_commit(
             report.failed.append((c.key, display(err)))
         report.warnings += [(todo[i].key, w) for i, w in getattr(batch, "warnings", ())]
         if len(batch.indices):
-            buf_emb.append(embed_arrays(embedder, batch.images))
+            buf_emb.append(embeddings)
             for i, digest in zip(batch.indices.tolist(), batch.digests, strict=True):
                 c = todo[i]
                 buf_items.append(Item(c.key, -1, c.size, c.mtime_ns, digest, c.label))
@@ -224,7 +234,7 @@ def sync(
     coll.invalidate()
     report.compacted = maybe_compact(coll, log=log) is not None  # rebuilds the index
     report.index = "rebuilt" if report.compacted else coll.refresh_index(
-        rebuild=rebuild_index, log=log
+        rebuild=rebuild_index, log=log, build=index_builder(config.ray)
     )  # fmt: skip
     report.count = len(coll)
     report.dim = coll.dim
