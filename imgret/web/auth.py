@@ -23,7 +23,8 @@ __all__ = ["TokenGate", "TOKEN_COOKIE"]
 
 TOKEN_COOKIE = "imgret_token"
 LOGIN_PAGE = Path(__file__).resolve().parent / "static" / "login.html"
-_OPEN = ("/login", "/static/style.css", "/static/login.js")  # what the login page itself needs
+# What the login page itself needs, open without the token.
+_OPEN = ("/login", "/static/style.css", "/static/login.js", "/favicon.ico")
 _MAX_FORM = 4096
 
 

@@ -84,7 +84,8 @@ class HostGuard:
 class CrossSiteGuard:
     """Refuse (403) a state-changing request (any method but GET, HEAD, OPTIONS) sent by a page
     of another site, with or without an access token: by `Sec-Fetch-Site` when the browser
-    sends it, else by `Origin`. Requests without either (curl, scripts) are not browsers'
+    sends it (it is exact: a form posted from a page that sends no referrer has the Origin
+    "null"), else by `Origin`. Requests without either (curl, scripts) are not browsers'
     cross-site requests and pass."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -95,10 +96,12 @@ class CrossSiteGuard:
             site = header(scope, b"sec-fetch-site")
             origin = header(scope, b"origin")
             host = header(scope, b"host") or ""
-            cross = site is not None and site not in ("same-origin", "none")
-            if origin is not None and not cross:
+            if site is not None:
+                cross = site not in ("same-origin", "none")  # "none": typed by the user
+            else:
                 scheme = scope.get("scheme", "http")
-                cross = origin.lower().rstrip("/") != f"{scheme}://{host.lower()}"
+                expected = f"{scheme}://{host.lower()}"
+                cross = origin is not None and origin.lower().rstrip("/") != expected
             if cross:
                 await send_json(send, 403, "refused: a request from another site may not change "
                                 "or search this collection")  # fmt: skip

@@ -20,6 +20,7 @@ from .service import CollectionService
 __all__ = ["add_pages", "STATIC", "docs_assets"]
 
 STATIC = Path(__file__).resolve().parent / "static"
+_REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 _PAGES = {
     "/": "index.html", "/collection": "collection.html", "/duplicates": "duplicates.html",
 }  # fmt: skip
@@ -47,6 +48,10 @@ def add_pages(app: FastAPI, service: CollectionService) -> None:
     for url, name in _PAGES.items():
         app.add_api_route(url, lambda name=name: _page(name), include_in_schema=False)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)  # the pages say `rel="icon" href="data:,"`
+
     @app.get("/clusters/{cluster}", include_in_schema=False)
     def cluster_page(cluster: int) -> FileResponse:
         c = service.current().clustering
@@ -69,9 +74,21 @@ def add_pages(app: FastAPI, service: CollectionService) -> None:
     def redoc() -> FileResponse:
         return _page("redoc.html" if assets else "nodocs.html")
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if assets is not None:
+        redoc_js: list[bytes] = []
+
+        @app.get("/vendor/redoc.standalone.js", include_in_schema=False)
+        def redoc_script() -> Response:
+            # ReDoc shows its makers' logo from their site; the package's icon instead, so
+            # that the page asks no other host for anything.
+            if not redoc_js:
+                text = (assets / "redoc.standalone.js").read_bytes()
+                redoc_js.append(text.replace(_REDOC_LOGO, b"/vendor/favicon.png"))
+            return Response(redoc_js[0], media_type="text/javascript",
+                            headers={"cache-control": "max-age=86400"})  # fmt: skip
+
         app.mount("/vendor", StaticFiles(directory=assets), name="vendor")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(HTTPException)
     async def _not_found(request: Request, exc: HTTPException) -> Response:

@@ -9,7 +9,9 @@
 (() => {
   const { api, el, card, pager, status, loadInfo, empty } = imgret;
   const $ = (id) => document.getElementById(id);
-  const BROWSE_LIMIT = 48;
+  // Images a browsing page shows: 48, or ?per=N (12 to 200).
+  const PER = parseInt(new URLSearchParams(location.search).get("per"), 10);
+  const BROWSE_LIMIT = Number.isFinite(PER) ? Math.min(Math.max(PER, 1), 200) : 48;
   let info = null;
   let query = null; // {kind: "upload", file, name, preview} or {kind: "item", id}
   let running = 0; // only the answer of the latest search is shown
