@@ -121,3 +121,34 @@ def test_onnx_sessions_get_the_planned_threads(tmp_path: Path) -> None:
     model = load_for_inference(make_tiny_model(tmp_path / "m"),
                                InferenceSettings(backend="onnx", threads=1))  # fmt: skip
     assert isinstance(model, backend.OnnxBacked) and model.session.threads == 1
+
+
+def test_quantize_runs_an_int8_graph_calibrated_on_the_images(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    from imgret.data.loader import sample_batches
+
+    ref = make_tiny_model(tmp_path / "m")
+    source = open_source(image_folder)
+    asked: list[tuple[int, int]] = []
+
+    def calibration(size: int, channels: int) -> list[np.ndarray]:
+        asked.append((size, channels))
+        return sample_batches(source, size, channels, n=16)
+
+    settings = InferenceSettings(backend="onnx", threads=1, quantize=True)
+    int8 = load_for_inference(ref, settings, calibration=calibration)
+    exact = load_for_inference(ref, ONNX)
+    assert isinstance(int8, backend.OnnxBacked) and asked == [(16, 3)]
+    assert int8.session.path != exact.session.path
+    meta = int8.session.session.get_modelmeta().custom_metadata_map
+    assert meta["imgret.quantization"] == "static-qdq-int8" and meta["imgret.name"] == int8.name
+    a = embed_source(int8, source, workers=0, progress=False).embeddings
+    b = embed_source(exact, source, workers=0, progress=False).embeddings
+    assert 0.9 < _cosines(a, b).mean() < 1.0  # close, not equal
+    with pytest.raises(UserError, match="calibrate"):  # a new model: nothing to calibrate on
+        load_for_inference(make_tiny_model(tmp_path / "n", seed=9), settings, warn=_raise)
+
+
+def _raise(message: str) -> None:
+    raise UserError(message)

@@ -28,7 +28,7 @@ from .sources import ImageSource
 
 __all__ = [
     "ImageDataset", "Batch", "make_loader", "iter_batches", "to_float", "decode_all",
-    "split_indices", "sha256_file",
+    "sample_batches", "split_indices", "sha256_file",
 ]  # fmt: skip
 
 # One dataset item: (position, (C, S, S) uint8 or None, reason or None, sha256 or None,
@@ -171,6 +171,20 @@ def iter_batches(
         source, size=size, channels=channels, batch_size=batch_size, workers=workers,
         hash_files=hash_files,
     )  # fmt: skip
+
+
+def sample_batches(
+    source: ImageSource, size: int, channels: int, n: int = 64, batch_size: int = 16
+) -> list[np.ndarray]:
+    """The first `n` decodable images of `source` as (B, C, S, S) uint8 batches (calibration)."""
+    out: list[np.ndarray] = []
+    got = 0
+    part = source.subset(range(min(len(source), 2 * n)))  # room for a few bad files
+    for batch in iter_batches(part, size=size, channels=channels, batch_size=batch_size, workers=0):
+        if len(batch.indices) and got < n:
+            out.append(batch.images.numpy()[: n - got])
+            got += len(out[-1])
+    return out
 
 
 def to_float(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -43,6 +43,8 @@ __all__ = [
 ]  # fmt: skip
 
 BACKENDS = ("auto", "torch", "onnx")
+# (image side, channels) -> (B, C, S, S) uint8 batches of typical images, for int8 calibration
+Calibration = Callable[[int, int], list[np.ndarray]]
 EXPORT_VERSION = 1  # bump when the exported graphs change: old cache entries are not reused
 
 
@@ -133,14 +135,14 @@ def load_for_inference(
     ref: str | Path,
     settings: InferenceSettings | None = None,
     *,
-    calibration: Callable[[], list[np.ndarray]] | None = None,
+    calibration: Calibration | None = None,
     warn: Callable[[str], None] = _warn,
 ) -> Embedder:
     """The model `ref` names, ready to embed with the backend of `settings`.
 
     A cached ONNX graph is run without building the PyTorch model at all (start-up time).
-    calibration : with `settings.quantize`, returns a few (B, C, S, S) uint8 batches of
-        typical images to calibrate the int8 graph on
+    calibration : with `settings.quantize`, (image side, channels) -> a few (B, C, S, S)
+        uint8 batches of typical images to calibrate the int8 graph on
     """
     settings = settings or InferenceSettings()
     threads = plan_threads(settings.threads, settings.workers).inference
@@ -182,9 +184,8 @@ def load_for_inference(
 
 
 def _export(
-    ref: str, model: Any, path: Path, quantize: bool,
-    calibration: Callable[[], list[np.ndarray]] | None,
-) -> None:  # fmt: skip
+    ref: str, model: Any, path: Path, quantize: bool, calibration: Calibration | None
+) -> None:
     """Export `model` to `path` (via its float graph, cached too, when quantising)."""
     from .onnx_export import export_onnx, quantize_int8
 
@@ -201,4 +202,4 @@ def _export(
     if quantize:
         if calibration is None:
             raise UserError("--quantize needs images to calibrate on")
-        quantize_int8(float_path, path, calibration())
+        quantize_int8(float_path, path, calibration(int(model.image_size), int(model.channels)))

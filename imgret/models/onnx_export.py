@@ -180,8 +180,7 @@ def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray]) -> Path:
         pre, out = Path(scratch) / "pre.onnx", Path(scratch) / "int8.onnx"
         # ORT's symbolic shape inference fails on F.normalize's Expand; ONNX's own suffices.
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        graph = onnx.load(str(pre))
-        convs = [n.name for n in graph.node if n.op_type == "Conv"]
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
         quantize_static(
             str(pre), str(out), _Batches(INPUT_NAME, calibration),
             nodes_to_exclude=convs[:1] + convs[-1:], quant_format=QuantFormat.QDQ,
