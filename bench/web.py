@@ -1,57 +1,67 @@
-"""Web app load check: 20 concurrent clients searching a 10,000-image collection over HTTP.
+"""Web app under load: the new service against the old one, adding while searching, thin images.
 
-    python -m bench.web            # 20 clients for 30 s
-    python -m bench.web --quick    # 20 clients for 10 s
+    python -m bench.web            # 20 clients, 30 s per load phase
+    python -m bench.web --quick    # 10 s per load phase
 
-The collection: the first 1,000 images of each CIFAR-10 class in train/ (10,000), a small
-autoencoder (32 px, 128-d, width 16) trained 2 epochs on them, KMeans K = 10; built once in
-bench-out/web/ and reused. Queries: the first 10 test/ images of each class (uploads) and
-random collection ids ("more like this"). `imgret serve` runs in a subprocess on 127.0.0.1
-with one torch thread per search; every request goes to 127.0.0.1 only.
+The collection: the first 1,000 images of each CIFAR-10 class in train/ (10,000), embedded with
+the pretrained `efficientnet-lite0` (224 px, GeM, 1280-d), KMeans K = 10; built once in
+bench-out/web-pretrained/ (about 7 min on 2 idle cores; run it under nice) and reused.
 
-Baselines measured in the same run: the same query work in-process through the library (no
-HTTP), and one client at a time over HTTP. Writes bench/results/web.md.
+Phases, every server on 127.0.0.1 in its own process (`imgret serve --threads 1`), every
+client (httpx, asyncio) in this process:
+
+1. the old service (the code of commit 2eb900f, checked out with `git worktree add` into
+   /tmp/web-old and run with PYTHONPATH there) on a copy of the same collection in its own
+   format: 20 clients searching by id ("more like this", its default mode, exact);
+2. the new service, the same requests (its default mode: the collection's FAISS index), its
+   resident memory sampled while under load, beside the size of the embeddings on disk;
+3. the new service, 20 clients alternating searches by upload and by id in every mode;
+4. the new service with --allow-add: 100 CIFAR-10 test images added from the add page's API
+   while 5 clients search by id; then each added image searched by upload (is it found first?);
+5. the thin-image attack: a 1x100000 PNG posted 20 times at once (status, latency, memory).
+
+Writes bench/results/web.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import platform
+import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR = Path("/work/shared/datasets/cifar10")
-WORK = ROOT / "bench-out" / "web"
+WORK = ROOT / "bench-out" / "web-pretrained"
+OLD_TREE = Path("/tmp/web-old")
+OLD_COMMIT = "2eb900f"
 RESULTS = ROOT / "bench" / "results" / "web.md"
-CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck")  # fmt: skip
 PER_CLASS = 1000
+MODEL = "efficientnet-lite0"
 K = 10  # results per search
 
 
-def build_collection(seed: int = 0) -> Path:
-    """The 10,000-image collection (train, embed, cluster), made once in bench-out/web/."""
+# -- the collections ------------------------------------------------------------------------
+
+
+def build_collection() -> Path:
+    """The 10,000-image collection (embed with the pretrained model, cluster), made once."""
     coll_dir = WORK / "collection"
     if (coll_dir / "collection.json").exists():
-        from imgret.store.opening import create_collection, open_collection
+        from imgret.store.opening import open_collection
 
         if len(open_collection(coll_dir)) == len(CLASSES) * PER_CLASS:
             return coll_dir
@@ -59,13 +69,9 @@ def build_collection(seed: int = 0) -> Path:
 
     from imgret.data.sources import ImageSource
     from imgret.jobs.cluster import cluster
-    from imgret.models.config import ModelConfig
     from imgret.models.embed import embed_source
-    from imgret.models.registry import describe as describe_embedder
-    from imgret.models.registry import load as load_embedder
-    from imgret.store.opening import create_collection, open_collection
-    from imgret.training.config import TrainConfig
-    from imgret.training.trainer import train_autoencoder
+    from imgret.models.registry import describe, load
+    from imgret.store.opening import create_collection
 
     torch.set_num_threads(2)
     keys, labels = [], []
@@ -74,77 +80,69 @@ def build_collection(seed: int = 0) -> Path:
         keys += [str(p) for p in files]
         labels += [cls] * len(files)
     source = ImageSource("cifar10-train-10k", keys, labels, root=CIFAR / "train")
-    model_dir = WORK / "model"
-    if not (model_dir / "model.safetensors").exists():
-        print(f"training a small autoencoder on {len(keys):,} CIFAR-10 images", flush=True)
-        train_autoencoder(
-            source,
-            ModelConfig(image_size=32, channels=3, embedding_dim=128, width=16),
-            TrainConfig(objective="reconstruction", epochs=2, seed=seed, workers=2),
-            model_dir,
-            device="cpu",
-            progress=False,
-            log=lambda s: None,
-        )
-    print("embedding", flush=True)
-    embedder = load_embedder(model_dir)
-    result = embed_source(embedder, source, batch_size=256, workers=2, progress=False)
+    print(f"embedding {len(keys):,} images with {MODEL} (minutes)", flush=True)
+    embedder = load(MODEL)
+    result = embed_source(embedder, source, batch_size=64, workers=1, progress=False)
     kept = source.subset(result.positions)
+    WORK.mkdir(parents=True, exist_ok=True)
     create_collection(
-        coll_dir,
-        model=describe_embedder(model_dir, embedder),
-        source=str(CIFAR / "train"),
-        keys=kept.keys,
-        labels=kept.labels,
-        embeddings=result.embeddings,
-        failures=result.failures,
-    )
-    print("clustering", flush=True)
-    cluster(coll_dir, k=10, seed=seed, progress=False)
+        coll_dir, model=describe(MODEL, embedder), source=str(CIFAR / "train"), keys=kept.keys,
+        labels=kept.labels, embeddings=result.embeddings, failures=result.failures,
+    )  # fmt: skip
+    cluster(coll_dir, k=10, seed=0, progress=False)
     return coll_dir
 
 
-def query_images() -> list[tuple[str, bytes]]:
-    """(name, bytes) of the first 10 test images of each class: the uploaded queries."""
-    out = []
-    for cls in CLASSES:
-        for p in sorted((CIFAR / "test" / cls).glob("*.jpg"))[:10]:
-            out.append((f"{cls}-{p.name}", p.read_bytes()))
+_OLD_CONVERT = """
+import json, sys, numpy as np
+from imgret.cluster import Clustering
+from imgret.collection import Collection
+from imgret.embed import describe_embedder, load_embedder
+d = np.load(sys.argv[1]); meta = json.load(open(sys.argv[2]))
+model = describe_embedder(meta["model"], load_embedder(meta["model"]))
+coll = Collection.create(sys.argv[3], model=model, source=meta["source"], keys=meta["keys"],
+                         labels=meta["labels"], embeddings=d["embeddings"])
+coll.save_clustering(Clustering(int(d["k"]), d["centroids"], d["assignments"], float(d["inertia"])))
+print(len(coll))
+"""
+
+
+def old_tree() -> Path:
+    """The code of the old service, checked out once (git worktree)."""
+    if not (OLD_TREE / "imgret" / "web" / "service.py").exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(OLD_TREE), OLD_COMMIT],
+                       cwd=ROOT, check=True)  # fmt: skip
+    return OLD_TREE
+
+
+def old_collection(coll_dir: Path) -> Path:
+    """The same embeddings, keys, labels and clusters, written by the old code in its format."""
+    out = WORK / "collection-old"
+    if (out / "collection.json").exists():
+        return out
+    from imgret.store.opening import open_collection
+
+    coll = open_collection(coll_dir)
+    c = coll.clustering
+    assert c is not None
+    arrays = WORK / "old-input.npz"
+    np.savez(arrays, embeddings=coll.fetch(coll.rows), centroids=c.centroids,
+             assignments=c.assignments, k=c.k, inertia=c.inertia)  # fmt: skip
+    meta = WORK / "old-input.json"
+    meta.write_text(json.dumps({"model": MODEL, "source": coll.info["source"],
+                                "keys": coll.keys, "labels": coll.labels}))  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(old_tree())}
+    subprocess.run([sys.executable, "-c", _OLD_CONVERT, str(arrays), str(meta), str(out)],
+                   env=env, cwd=old_tree(), check=True)  # fmt: skip
     return out
 
 
-def percentiles(ms: list[float]) -> tuple[float, float]:
-    return (float(np.percentile(ms, 50)), float(np.percentile(ms, 95))) if ms else (0.0, 0.0)
+def embeddings_bytes(coll_dir: Path) -> int:
+    files = list((coll_dir / "embeddings").glob("*.npy")) or [coll_dir / "embeddings.npy"]
+    return sum(p.stat().st_size for p in files if p.exists())
 
 
-def in_process_baseline(coll_dir: Path, queries: list[tuple[str, bytes]]) -> dict:
-    """The server's work for an upload (check + decode, embed, rank) through the library, one
-    query at a time, one torch thread."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    from imgret.models.embed import embed_images
-    from imgret.models.registry import load as load_embedder
-    from imgret.retrieval.searcher import Searcher
-    from imgret.store.opening import open_collection
-    from imgret.web.uploads import decode_upload
-
-    torch.set_num_threads(1)  # as the server's --threads 1
-    threadpool_limits(1, user_api="blas")
-    coll = open_collection(coll_dir)
-    embedder = load_embedder(coll.model["ref"])
-    searcher = Searcher(coll)
-    lat = []
-    t_start = time.perf_counter()
-    for i in range(200):
-        _, data = queries[i % len(queries)]
-        t0 = time.perf_counter()
-        img = decode_upload(data, max_bytes=1 << 30, max_pixels=1 << 30)
-        q = embed_images(embedder, [img])
-        searcher.search(q, K, mode="exact" if i % 2 == 0 else "cluster")
-        lat.append((time.perf_counter() - t0) * 1000)
-    wall = time.perf_counter() - t_start
-    return {"requests": len(lat), "seconds": wall, "latencies": lat, "errors": 0}
+# -- servers --------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -153,218 +151,334 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(coll_dir: Path, port: int) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "imgret",
-        "serve",
-        str(coll_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--threads",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    import httpx
+class Server:
+    """`imgret serve` in a subprocess (the old code when `old`), answering on 127.0.0.1."""
 
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"imgret serve exited with code {proc.returncode}")
+    def __init__(self, coll_dir: Path, *, old: bool = False, extra: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        cwd = ROOT
+        if old:
+            env["PYTHONPATH"] = str(old_tree())
+            cwd = old_tree()
+        cmd = [sys.executable, "-m", "imgret", "serve", str(coll_dir), "--port", str(self.port),
+               "--threads", "1", *extra]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env)
+        import httpx
+
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"imgret serve exited with code {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.base}/api/info", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("imgret serve did not answer within 300 s")
+
+    def memory(self) -> dict[str, int]:
+        """Resident memory of the server process, bytes: total, anonymous, file-backed."""
+        out = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile"):
+                out[name] = int(value.split()[0]) * 1024
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError("imgret serve did not answer within 180 s")
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class MemoryPeak:
+    """The highest resident memory of a server while the block runs (sampled every 0.2 s)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+
+    def __enter__(self) -> MemoryPeak:
+        def sample() -> None:
+            while not self._stop.is_set():
+                for name, value in self.server.memory().items():
+                    self.peak[name] = max(self.peak.get(name, 0), value)
+                self._stop.wait(0.2)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+Queries = list[tuple[str, bytes]]
+
+
+def query_images(split: str = "test", per_class: int = 10, skip: int = 0) -> Queries:
+    """(name, bytes) of CIFAR-10 images: `per_class` of each class, after the first `skip`."""
+    out = []
+    for cls in CLASSES:
+        for p in sorted((CIFAR / split / cls).glob("*.jpg"))[skip : skip + per_class]:
+            out.append((f"{cls}-{p.name}", p.read_bytes()))
+    return out
 
 
 async def run_clients(
-    base: str,
-    clients: int,
-    seconds: float,
-    queries: list[tuple[str, bytes]],
-    n_items: int,
-    kinds: tuple[str, ...] = ("upload", "item"),
-) -> dict:
-    """`clients` concurrent loops for `seconds`; each alternates the request kinds and modes."""
+    base: str, clients: int, seconds: float, queries: list[tuple[str, bytes]], n_items: int,
+    kinds: tuple[str, ...], modes: tuple[str | None, ...], stop: asyncio.Event | None = None,
+) -> dict:  # fmt: skip
+    """`clients` loops for `seconds` (or until `stop`); each cycles through kinds and modes."""
     import httpx
 
-    records: list[tuple[str, float, bool, float | None]] = []  # kind, ms, ok, server took_ms
-    stop = time.perf_counter() + seconds
+    records: list[tuple[str, float, bool]] = []  # kind, ms, ok
+    end = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def client(ci: int, http: httpx.AsyncClient) -> None:
         rng = np.random.default_rng(ci)
         i = 0
-        while time.perf_counter() < stop:
+        while time.perf_counter() < end and not (stop is not None and stop.is_set()):
             kind = kinds[i % len(kinds)]
-            mode = "exact" if (i // len(kinds)) % 2 == 0 else "cluster"
+            mode = modes[(i // len(kinds)) % len(modes)]
             i += 1
+            params = {"k": K, **({"mode": mode} if mode else {})}
             t0 = time.perf_counter()
             try:
                 if kind == "upload":
                     name, data = queries[int(rng.integers(len(queries)))]
-                    r = await http.post(
-                        "/api/search",
-                        files={"file": (name, data, "image/jpeg")},
-                        data={"k": str(K), "mode": mode},
-                    )
+                    r = await http.post("/api/search", files={"file": (name, data, "image/jpeg")},
+                                        data={k: str(v) for k, v in params.items()})  # fmt: skip
                 else:
-                    r = await http.get(
-                        f"/api/search/{int(rng.integers(n_items))}", params={"k": K, "mode": mode}
-                    )
-                ok = r.status_code == 200
-                took = r.json().get("took_ms") if ok else None
-            except (httpx.HTTPError, ValueError):
-                ok, took = False, None
-            records.append((kind, (time.perf_counter() - t0) * 1000, ok, took))
+                    r = await http.get(f"/api/search/{int(rng.integers(n_items))}", params=params)
+                ok = r.status_code == 200 and len(r.json()["hits"]) == K
+            except (httpx.HTTPError, ValueError, KeyError):
+                ok = False
+            records.append((kind, (time.perf_counter() - t0) * 1000, ok))
 
     t_start = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as http:
         await asyncio.gather(*(client(ci, http) for ci in range(clients)))
-    wall = time.perf_counter() - t_start
-    return {"records": records, "seconds": wall}
+    return {"records": records, "seconds": time.perf_counter() - t_start}
 
 
 def summarize(run: dict, kind: str | None = None) -> dict:
     recs = [r for r in run["records"] if kind is None or r[0] == kind]
     ok = [r[1] for r in recs if r[2]]
-    took = [r[3] for r in recs if r[3] is not None]
-    p50, p95 = percentiles(ok)
     return {
         "requests": len(recs),
         "rate": len(recs) / run["seconds"],
-        "p50": p50,
-        "p95": p95,
+        "p50": float(np.percentile(ok, 50)) if ok else 0.0,
+        "p95": float(np.percentile(ok, 95)) if ok else 0.0,
         "errors": sum(not r[2] for r in recs),
-        "server_p50": percentiles(took)[0],
     }
+
+
+# -- adding while searching -----------------------------------------------------------------
+
+
+async def add_while_searching(server: Server, n_items: int, images: Queries) -> dict:
+    """Add `images` through the add page's API while 5 clients search by id; then look for
+    each added image by uploading it."""
+    import httpx
+
+    stop = asyncio.Event()
+    searching = asyncio.create_task(
+        run_clients(server.base, 5, 3600, [], n_items, ("item",), (None,), stop=stop)
+    )
+    await asyncio.sleep(2)
+    async with httpx.AsyncClient(base_url=server.base, timeout=600) as http:
+        t0 = time.perf_counter()
+        files = [("files", (name, data, "image/jpeg")) for name, data in images]
+        job = (await http.post("/api/add/files", files=files)).json()
+        progress = []
+        while job["state"] not in ("done", "failed"):
+            await asyncio.sleep(0.5)
+            job = (await http.get(f"/api/jobs/{job['id']}")).json()
+            progress.append(job["done"])
+        seconds = time.perf_counter() - t0
+        await asyncio.sleep(1)
+        stop.set()
+        search = await searching
+        found = 0
+        for name, data in images:
+            r = await http.post("/api/search", files={"file": (name, data, "image/jpeg")},
+                                data={"k": "1"})  # fmt: skip
+            hit = r.json()["hits"][0] if r.status_code == 200 else {}
+            found += hit.get("name", "").endswith(name.replace(" ", "_")) and hit["score"] > 0.999
+    return {"job": job, "seconds": seconds, "progress_steps": len(set(progress)),
+            "search": summarize(search), "found": found}  # fmt: skip
+
+
+# -- the thin-image attack ------------------------------------------------------------------
+
+
+def thin_png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    raw = b"".join(b"\x00" + bytes(width) for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9))
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+async def thin_attack(server: Server, n: int = 20) -> dict:
+    import httpx
+
+    data = thin_png(1, 100_000)
+    before = server.memory()["VmRSS"]
+    with MemoryPeak(server) as mem:
+        async with httpx.AsyncClient(base_url=server.base, timeout=120) as http:
+
+            async def one() -> tuple[int, float]:
+                t0 = time.perf_counter()
+                r = await http.post("/api/search", files={"file": ("thin.png", data, "image/png")})
+                return r.status_code, time.perf_counter() - t0
+
+            answers = await asyncio.gather(*(one() for _ in range(n)))
+    return {"bytes": len(data), "statuses": sorted({s for s, _ in answers}),
+            "max_s": max(t for _, t in answers),
+            "rss_growth": mem.peak["VmRSS"] - before}  # fmt: skip
+
+
+# -- main -----------------------------------------------------------------------------------
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="10 s of load instead of 30 s")
+    ap.add_argument("--quick", action="store_true", help="10 s per load phase instead of 30 s")
     ap.add_argument("--clients", type=int, default=20, help="concurrent clients (default: 20)")
     args = ap.parse_args()
     seconds = 10.0 if args.quick else 30.0
-    WORK.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     coll_dir = build_collection()
+    old_dir = old_collection(coll_dir)
     from imgret.store.opening import open_collection
 
     n_items = len(open_collection(coll_dir))
     queries = query_images()
-    print("in-process baseline", flush=True)
-    base_run = in_process_baseline(coll_dir, queries)
-    port = free_port()
-    proc = start_server(coll_dir, port)
-    base = f"http://127.0.0.1:{port}"
+    out: dict = {"seconds": seconds, "clients": args.clients, "n_items": n_items,
+                 "load_before": load_before,
+                 "embeddings_bytes": embeddings_bytes(coll_dir)}  # fmt: skip
+
+    def load(server: Server, kinds: tuple[str, ...], modes: tuple[str | None, ...]) -> dict:
+        return asyncio.run(run_clients(server.base, args.clients, seconds, queries, n_items,
+                                       kinds, modes))  # fmt: skip
+
+    print("1. the old service, searches by id", flush=True)
+    old = Server(old_dir, old=True)
     try:
-        print("one client", flush=True)
-        single = asyncio.run(
-            run_clients(base, 1, min(10.0, seconds), queries, n_items, ("upload",))
-        )
-        print(f"{args.clients} clients for {seconds:.0f} s", flush=True)
-        loaded = asyncio.run(run_clients(base, args.clients, seconds, queries, n_items))
+        with MemoryPeak(old) as mem:
+            out["old_id"] = summarize(load(old, ("item",), (None,)))
+        out["old_memory"] = mem.peak
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    write_report(args, seconds, n_items, base_run, single, loaded, load_before)
+        old.stop()
+    print("2. and 3. the new service", flush=True)
+    new = Server(coll_dir)
+    try:
+        with MemoryPeak(new) as mem:
+            out["new_id"] = summarize(load(new, ("item",), (None,)))
+        out["new_memory"] = mem.peak
+        mixed = load(new, ("upload", "item"), ("index", "exact", "cluster"))
+        out["mixed"] = {k or "all": summarize(mixed, k) for k in (None, "upload", "item")}
+        print("5. thin images", flush=True)
+        out["thin"] = asyncio.run(thin_attack(new))
+    finally:
+        new.stop()
+    print("4. adding 100 images while 5 clients search", flush=True)
+    copy = WORK / "collection-add"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(coll_dir, copy, ignore=shutil.ignore_patterns("thumbs", ".readers", "uploads"))
+    allowed = WORK / "allowed"
+    allowed.mkdir(exist_ok=True)
+    adder = Server(copy, extra=("--allow-add", str(allowed)))
+    try:
+        images = query_images(per_class=10, skip=100)  # not among the search queries
+        out["add"] = asyncio.run(add_while_searching(adder, n_items, images))
+        out["add"]["count"] = len(images)
+    finally:
+        adder.stop()
+    write_report(args, out)
 
 
-def write_report(
-    args: argparse.Namespace,
-    seconds: float,
-    n_items: int,
-    base_run: dict,
-    single: dict,
-    loaded: dict,
-    load_before: float,
-) -> None:
+def write_report(args: argparse.Namespace, out: dict) -> None:
     import torch
 
-    b50, b95 = percentiles(base_run["latencies"])
-    rows = [
-        (
-            "library in-process, no HTTP (baseline)",
-            "1, sequential",
-            "upload-equivalent: decode + embed + rank, exact/cluster alternating",
-            base_run["requests"],
-            base_run["requests"] / base_run["seconds"],
-            b50,
-            b95,
-            0,
-            None,
-        ),
-    ]
-
-    def http_row(what: str, clients: str, kind: str, s: dict) -> tuple:
-        figures = ("requests", "rate", "p50", "p95", "errors", "server_p50")
-        return (what, clients, kind, *(s[f] for f in figures))
-
-    rows.append(
-        http_row("HTTP, one client (baseline)", "1", "search by upload, exact/cluster",
-                 summarize(single))
-    )  # fmt: skip
-    for kind, what in (
-        (None, "all requests"),
-        ("upload", "search by upload"),
-        ("item", "search by id (more like this)"),
-    ):
-        rows.append(
-            http_row(f"HTTP, {args.clients} concurrent clients", str(args.clients), what,
-                     summarize(loaded, kind))
-        )  # fmt: skip
-    errors = summarize(loaded)["errors"]
+    mib = 1024 * 1024
     cmd = "python -m bench.web" + (" --quick" if args.quick else "")
+    ratio = out["new_id"]["rate"] / max(out["old_id"]["rate"], 1e-9)
+    rows = [("old service (2eb900f)", "by id (exact: its default)", out["old_id"]),
+            ("new service", "by id (index: its default)", out["new_id"]),
+            ("new service", "by upload and by id, index/exact/cluster", out["mixed"]["all"]),
+            ("new service", "of which by upload", out["mixed"]["upload"]),
+            ("new service", "of which by id", out["mixed"]["item"])]  # fmt: skip
+    add, thin = out["add"], out["thin"]
     lines = [
         "## Web app under load (`imgret serve`)",
         "",
-        f"Command: `{cmd}` (part of `make bench`). Collection: {n_items:,} CIFAR-10 train "
-        "images (the first 1,000 of each class), a small autoencoder (32 px, 128-d, width 16, "
-        "2 epochs), KMeans K = 10. The server (`imgret serve --threads 1`, uvicorn, one torch "
-        "thread per search) runs in a subprocess on 127.0.0.1; the clients (httpx, asyncio) "
-        f"run in the benchmark process on the same machine, for {seconds:.0f} s; each client "
-        "alternates a search by upload (a CIFAR-10 test JPEG, 100 different ones) and a search "
-        f"by a random id, and exact and cluster mode; k = {K}. Latency: from sending the "
-        'request to the parsed answer; "server": the time the server itself reports '
-        "(`took_ms`: embedding and ranking, waiting for a free search slot included).",
+        f"Command: `{cmd}` (part of `make bench`). Collection: {out['n_items']:,} CIFAR-10 train "
+        f"images (the first 1,000 of each class) embedded with the pretrained `{MODEL}` (224 px, "
+        "GeM, 1280-d), KMeans K = 10; embeddings on disk: "
+        f"{out['embeddings_bytes'] / mib:.1f} MiB. Each server (`imgret serve --threads 1`) runs "
+        "in its own process on 127.0.0.1; the clients (httpx, asyncio) run in the benchmark "
+        f"process on the same machine, {out['clients']} at once for {out['seconds']:.0f} s per "
+        f"row; k = {K}; a request counts as an error unless it answers 200 with {K} hits. The "
+        f"old service is the code of commit {OLD_COMMIT} (`git worktree add {OLD_TREE} "
+        f"{OLD_COMMIT}`, run with PYTHONPATH there), serving the same embeddings, clusters and "
+        "index written by its own code, in the same run.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"(shared with other jobs; 1-minute load average {load_before:.1f} at the start), "
-        f"torch {torch.__version__}; {torch.get_num_threads()} torch and 1 BLAS thread per search "
-        "in the baseline and in the server.",
+        f"Machine: {os.cpu_count()} CPUs shared with other jobs (1-minute load average "
+        f"{out['load_before']:.1f} at the start), torch {torch.__version__}.",
         "",
-        "| what | clients | request kind | count | requests/s | p50 ms | p95 ms | errors "
-        "| server p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| service | searches | count | requests/s | p50 ms | p95 ms | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for what, clients, kind, count, rate, p50, p95, errs, server in rows:
-        server_s = f"{server:.1f}" if server is not None else "-"
-        lines.append(
-            f"| {what} | {clients} | {kind} | {count:,} | {rate:.1f} | {p50:.1f} | "
-            f"{p95:.1f} | {errs} | {server_s} |"
-        )
+    for who, what, s in rows:
+        lines.append(f"| {who} | {what} | {s['requests']:,} | {s['rate']:.1f} | {s['p50']:.1f} | "
+                     f"{s['p95']:.1f} | {s['errors']} |")  # fmt: skip
+    om, nm = out["old_memory"], out["new_memory"]
     lines += [
         "",
-        f"Errors under load: {errors} (target: none). The clients and the server share the "
-        "same cores, so the throughput is a lower bound for a server with a machine to itself.",
+        f"Searches by id: the new service answered {ratio:.2f}x the requests/s of the old one "
+        "(target: 2x). Resident memory of the server under that load (peak): old "
+        f"{om['VmRSS'] / mib:.0f} MiB (anonymous {om.get('RssAnon', 0) / mib:.0f}), new "
+        f"{nm['VmRSS'] / mib:.0f} MiB (anonymous {nm.get('RssAnon', 0) / mib:.0f}, file-backed "
+        f"{nm.get('RssFile', 0) / mib:.0f}: the memory-mapped chunks and the libraries), beside "
+        f"{out['embeddings_bytes'] / mib:.1f} MiB of embeddings on disk.",
+        "",
+        f"Adding {add['count']} images (CIFAR-10 test JPEGs, uploaded to `/api/add/files` of "
+        "`imgret serve --allow-add`) while 5 clients searched by id: the job took "
+        f"{add['seconds']:.1f} s (state {add['job']['state']}, "
+        f"{add['job']['report'].get('added', 0)} added, progress seen at {add['progress_steps']} different counts); the searches: "
+        f"{add['search']['requests']:,} requests, {add['search']['errors']} failed, p95 "
+        f"{add['search']['p95']:.0f} ms. Afterwards {add['found']} of {add['count']} added images "
+        "were the first result of a search by their own file (score > 0.999).",
+        "",
+        f"Thin-image attack: a 1x100000 PNG ({thin['bytes']} bytes) posted 20 times at once: "
+        f"answers {', '.join(map(str, thin['statuses']))}, the slowest in {thin['max_s']:.2f} s, "
+        f"resident memory +{thin['rss_growth'] / mib:.0f} MiB.",
         "",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")
     tmp.replace(RESULTS)
+    (WORK / "web.json").write_text(json.dumps(out, indent=1, default=str))
     print("\n".join(lines))
     print(f"wrote {RESULTS}")
 

@@ -120,6 +120,7 @@ class Watched:
         self.base = base
         self.context = browser.new_context(viewport={"width": width, "height": 900}, **kw)
         self.page = self.context.new_page()
+        self.page.set_default_timeout(90_000)  # the CPU may be shared with other jobs
         self.errors: list[str] = []
         self.foreign: list[str] = []
         self.allowed_failures: tuple[str, ...] = Watched.refused
