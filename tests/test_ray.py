@@ -24,10 +24,12 @@ from PIL import Image
 
 from imgret.cli import main
 from imgret.core.errors import UserError
+from imgret.data.sources import open_source
 from imgret.jobs.index import add_paths, index_folder
 from imgret.jobs.sync import IndexJobConfig
 from imgret.scaleout import index_shards
 from imgret.scaleout.cluster import RayConfig
+from imgret.scaleout.embed import ray_embedded_batches
 from imgret.store.index_files import IndexSettings, build_index, plan_index
 from imgret.store.opening import open_collection
 
@@ -208,3 +210,9 @@ def test_ray_options_are_refused_with_a_clear_error(
     assert 'pip install "imgret[ray]"' in err and "Traceback" not in err
     with pytest.raises(UserError, match="needs Ray Data"):
         RayConfig()
+    monkeypatch.undo()
+
+    # What an actor refuses (here a model folder it cannot read) is the user's error too.
+    source = open_source(str(image_folder))
+    with pytest.raises(UserError, match="on a Ray worker: .*not an imgret model"):
+        list(ray_embedded_batches(source, str(tmp_path), RayConfig(actors=1), batch_size=4))

@@ -41,6 +41,7 @@ class EmbedActor:
         self.threads = inference.threads or 1
         node = import_ray().get_runtime_context().get_node_id()
         self.worker = f"{socket.gethostname()}/{node[:8]}:{os.getpid()}"  # host/node:pid
+        self.ready_at = time.time()  # the model loaded: the actor's start-up ends here
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{"pos" (B,), "key" (B,)} -> the same + "embedding" (B, dim) float32 (zeros where it
@@ -76,6 +77,7 @@ class EmbedActor:
             "warnings": _texts(["\n".join(item[4]) for item in items]),
             "cpu_seconds": np.full(len(keys), cpu),  # the batch's CPU time, shared out
             "worker": _texts([self.worker] * len(keys)),
+            "ready_at": np.full(len(keys), self.ready_at),
         }
 
 
@@ -102,8 +104,9 @@ def ray_embedded_outputs(
     source: ImageSource, ref: str, config: RayConfig, *, batch_size: int,
     inference: InferenceSettings | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
-    """The actors' outputs as they come (the columns of `EmbedActor.__call__`, plus
-    "cpu_seconds": each image's share of its batch's CPU time, "worker": host/node:pid)."""
+    """The actors' outputs as they come: the columns of `EmbedActor.__call__`, with
+    "cpu_seconds" (each image's share of its batch's CPU time), "worker" (host/node:pid) and
+    "ready_at" (time.time() when that actor had loaded the model) for measuring."""
     if source.arrays is not None:
         raise UserError(
             f"{source.name}: --ray embeds image files; embed built-in sources without --ray"
@@ -126,7 +129,30 @@ def ray_embedded_outputs(
         num_cpus=config.threads,
         num_gpus=config.gpus or None,
     )
-    yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+    try:
+        yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+    except ray.exceptions.RayError as e:
+        cause = _user_error(e)
+        if cause is None:
+            raise
+        raise UserError(f"on a Ray worker: {cause}") from None  # e.g. a model it cannot read
+
+
+def _user_error(error: BaseException) -> UserError | None:
+    """The UserError an actor raised, found in the chain of Ray's wrapping errors (which may
+    themselves be subclasses of it)."""
+    ray = import_ray()
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UserError) and not isinstance(e, ray.exceptions.RayError):
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__, *e.args]
+    return None
 
 
 def _as_batch(out: dict[str, Any], keys: list[str]) -> tuple[Batch, np.ndarray]:

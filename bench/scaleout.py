@@ -1,0 +1,291 @@
+"""Embedding past one process: the same folder single-process and on Ray, in one run.
+
+    python -m bench.scaleout            # 400 Caltech-101 JPEGs (about 10 minutes on 2 cores)
+    python -m bench.scaleout --quick    # 120
+
+Runs, one after the other on the same cores, with efficientnet-lite0 (224 px, GeM) and the
+default inference backend in every run (imgret.models.backend): the single-process imgret
+path (the loader's decode workers + the model in this process), Ray on a private local cluster
+with 1 actor x 2 threads and 2 actors x 1 thread, and Ray on a 2-node local cluster
+(ray.cluster_utils.Cluster, 1 CPU per node, one actor on each). For each: the embedding loop
+alone (timestamped batches; start-up = time to the first batch beyond a steady batch;
+CPU-seconds per image from getrusage for the single process, from the actors' own CPU clocks
+for Ray), then `index_folder` end to end into a fresh collection; the peak resident memory of
+this process and all its descendants (Ray's processes included), sampled from /proc. Then the
+pieces of the 10-million-image plan (bench/scaleout_plan.py). Writes bench/results/scaleout.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/faiss load OpenMP
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private clusters on this machine only
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CALTECH = Path("/work/shared/datasets/caltech101")
+WORK = ROOT / "bench-out" / "scaleout"
+MODEL = "efficientnet-lite0"
+BATCH = 32
+SEED = 0
+
+
+def make_folder(n: int) -> Path:
+    """A seeded sample of n Caltech-101 JPEGs, linked (not copied) into class folders."""
+    files = sorted(CALTECH.glob("*/*.jpg"))
+    pick = np.sort(np.random.default_rng(SEED).choice(len(files), n, replace=False))
+    folder = WORK / f"images-{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    for i in pick.tolist():
+        link = folder / files[i].parent.name / files[i].name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(files[i])
+    return folder
+
+
+class ProcessTree:
+    """Samples the resident memory and CPU time of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.cpu: dict[int, float] = {}  # pid -> last seen CPU seconds (descendants)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread.start()
+
+    def _sample(self) -> None:
+        stats = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    text = Path(entry.path, "stat").read_text()
+                except OSError:
+                    continue
+                fields = text[text.rindex(")") + 2 :].split()
+                stats[int(entry.name)] = (int(fields[1]), fields)  # ppid, fields from state on
+        me = os.getpid()
+        tree, frontier = {me}, [me]
+        while frontier:
+            parent = frontier.pop()
+            kids = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
+            tree.update(kids)
+            frontier += kids
+        rss = 0
+        for pid in tree:
+            fields = stats[pid][1]
+            rss += int(fields[21]) * self._page
+            if pid != me:
+                self.cpu[pid] = (int(fields[11]) + int(fields[12])) / self._tick
+        self.peak = max(self.peak, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    @contextmanager
+    def phase(self) -> Iterator[dict[str, float]]:
+        """{"peak_bytes", "cpu_seconds"} of what runs inside: this process and its children."""
+        self._sample()
+        self.peak = 0
+        before = dict(self.cpu)
+        mine = time.process_time()
+        out: dict[str, float] = {}
+        yield out
+        self._sample()
+        children = sum(c - before.get(pid, 0.0) for pid, c in self.cpu.items())
+        out.update(peak_bytes=self.peak, cpu_seconds=time.process_time() - mine + children)
+
+
+def _rusage_cpu() -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+def _rate(images: int, ready: float, last: float) -> float:
+    """Images/s from the moment the model was ready to the last batch."""
+    return images / (last - ready)
+
+
+def single_loop(folder: Path) -> dict[str, Any]:
+    """sync's single-process loop: the loader (decode workers) and the model, timed."""
+    from imgret.data.loader import make_loader
+    from imgret.data.sources import open_source
+    from imgret.jobs.sync import IndexJobConfig
+    from imgret.models.backend import load_for_inference
+    from imgret.models.embed import embed_arrays
+
+    config = IndexJobConfig(batch_size=BATCH)
+    source = open_source(str(folder))
+    t0 = time.time()
+    embedder = load_for_inference(MODEL, config.inference())
+    ready = time.time()
+    cpu0 = _rusage_cpu()
+    loader = make_loader(
+        source, size=embedder.image_size, channels=embedder.channels, batch_size=BATCH,
+        workers=config.workers, hash_files=True,
+    )  # fmt: skip
+    embeddings, images = {}, 0
+    for batch in loader:
+        emb = embed_arrays(embedder, batch.images)
+        for i, e in zip(batch.indices.tolist(), emb, strict=True):
+            embeddings[source.keys[i]] = e
+        images += len(batch.indices) + len(batch.failures)
+    last = time.time()
+    del loader
+    cpu = _rusage_cpu() - cpu0  # the decode workers are reaped when the loader is done
+    threads = plan_threads_of(config)
+    return {
+        "images": images, "startup": ready - t0, "rate": _rate(images, ready, last),
+        "cpu_per_image": cpu / images, "embeddings": embeddings,
+        "backend": type(embedder).__name__,
+        "how": f"{config.workers} decode processes + the model on {threads} thread(s)",
+    }  # fmt: skip
+
+
+def plan_threads_of(config: Any) -> int:
+    from imgret.core.threads import plan_threads
+
+    return plan_threads(config.threads, config.workers).inference
+
+
+def ray_loop(folder: Path, actors: int, threads: int) -> dict[str, Any]:
+    """The Ray Data pipeline's outputs, timed, with the actors' CPU clocks."""
+    from imgret.data.sources import open_source
+    from imgret.models.registry import canonical_ref
+    from imgret.scaleout.cluster import RayConfig
+    from imgret.scaleout.embed import ray_embedded_outputs
+
+    source = open_source(str(folder))
+    config = RayConfig(actors=actors, threads=threads)
+    t0 = time.time()
+    embeddings, cpu, workers, ready, images = {}, 0.0, set(), float("inf"), 0
+    driver: list[tuple[int, float]] = []  # (images so far, this process's CPU)
+    outputs = ray_embedded_outputs(source, canonical_ref(MODEL), config, batch_size=BATCH)
+    for out in outputs:
+        images += len(out["pos"])
+        driver.append((images, time.process_time()))
+        cpu += float(np.sum(out["cpu_seconds"]))
+        ready = min(ready, float(np.min(out["ready_at"])))
+        workers.update(os.fsdecode(w) for w in out["worker"])
+        for key, e, err in zip(out["key"], out["embedding"], out["error"], strict=True):
+            if not err:
+                embeddings[os.fsdecode(key)] = e
+    last = time.time()
+    (n0, c0), (n1, c1) = driver[0], driver[-1]
+    nodes = {w.split(":")[0] for w in workers}
+    return {
+        "images": images, "startup": ready - t0, "rate": _rate(images, ready, last),
+        "cpu_per_image": cpu / images, "workers": len(workers), "nodes": len(nodes),
+        "driver_per_image": (c1 - c0) / (n1 - n0) if n1 > n0 else float("nan"),
+        "embeddings": embeddings, "how": f"{actors} actor(s) x {threads} thread(s)",
+    }  # fmt: skip
+
+
+def end_to_end(folder: Path, ray: Any = None) -> float:
+    """Seconds of `index_folder` into a fresh collection (scan, embed, commit, index)."""
+    from imgret.jobs.index import index_folder
+    from imgret.jobs.sync import IndexJobConfig
+
+    out = WORK / "collection"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    config = IndexJobConfig(batch_size=BATCH, ray=ray)
+    report = index_folder(folder, out, model=MODEL, config=config, progress=False,
+                          log=lambda _: None)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    if report.failed or report.count == 0:
+        raise SystemExit(f"unexpected: {report.count} embedded, failures {report.failed[:3]}")
+    return seconds
+
+
+def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    if sorted(a) != sorted(b):
+        raise SystemExit("Ray and the single process embedded different files")
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+def run_configs(folder: Path, tree: ProcessTree) -> list[dict[str, Any]]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from imgret.jobs.sync import IndexJobConfig
+    from imgret.models.backend import load_for_inference
+    from imgret.scaleout.cluster import RayConfig
+
+    load_for_inference(MODEL, IndexJobConfig().inference())  # export the ONNX graph once
+    runs = []
+    with tree.phase() as usage:
+        single = single_loop(folder)
+        single["end_to_end"] = end_to_end(folder)
+    single.update(name="single process", cluster_start=0.0, **usage)
+    runs.append(single)
+    print(f"single: {single['rate']:.1f} images/s", flush=True)
+
+    t0 = time.perf_counter()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    local_start = time.perf_counter() - t0
+    for actors, threads in ((1, 2), (2, 1)):
+        with tree.phase() as usage:
+            run = ray_loop(folder, actors, threads)
+            run["end_to_end"] = end_to_end(folder, RayConfig(actors=actors, threads=threads))
+        run.update(name=f"Ray, local, {actors} x {threads}", cluster_start=local_start, **usage)
+        runs.append(run)
+        print(f"{run['name']}: {run['rate']:.1f} images/s", flush=True)
+    ray.shutdown()
+
+    with tree.phase() as usage:
+        t0 = time.perf_counter()
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        two_start = time.perf_counter() - t0
+        run = ray_loop(folder, 2, 1)
+        run["end_to_end"] = end_to_end(folder, RayConfig(address=cluster.address, actors=2))
+        ray.shutdown()
+        cluster.shutdown()
+    run.update(name="Ray, 2 nodes x 1 CPU, 2 x 1", cluster_start=two_start, **usage)
+    runs.append(run)
+    print(f"{run['name']}: {run['rate']:.1f} images/s on {run['nodes']} nodes", flush=True)
+    for r in runs[1:]:
+        r["max_diff"] = max_difference(r.pop("embeddings"), single["embeddings"])
+    single.pop("embeddings")
+    return runs
+
+
+def main() -> None:
+    from bench.scaleout_plan import measure_plan, write_report
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="120 images, a smaller index")
+    args = ap.parse_args()
+    n = 120 if args.quick else 400
+    WORK.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()[0]
+    t_start = time.perf_counter()
+    folder = make_folder(n)
+    tree = ProcessTree()
+    runs = run_configs(folder, tree)
+    plan = measure_plan(folder, WORK, quick=args.quick)
+    write_report(args, n, runs, plan, load0, time.perf_counter() - t_start)
+
+
+if __name__ == "__main__":
+    main()
