@@ -464,7 +464,8 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
         f"Adding {add['count']} images (CIFAR-10 test JPEGs, uploaded to `/api/add/files` of "
         "`imgret serve --allow-add`) while 5 clients searched by id: the job took "
         f"{add['seconds']:.1f} s (state {add['job']['state']}, "
-        f"{add['job']['report'].get('added', 0)} added, progress seen at {add['progress_steps']} different counts); the searches: "
+        f"{add['job']['report'].get('added', 0)} added, progress seen at "
+        f"{add['progress_steps']} different counts); the searches: "
         f"{add['search']['requests']:,} requests, {add['search']['errors']} failed, p95 "
         f"{add['search']['p95']:.0f} ms. Afterwards {add['found']} of {add['count']} added images "
         "were the first result of a search by their own file (score > 0.999).",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import EPOCHS, SEED
+
 __all__ = ["add_commands"]
 
 
@@ -16,8 +18,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "answer example queries in cluster and exact mode. Needs no download.",
     )
     p.add_argument("--out", "-o", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs (default: 15)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--epochs", type=EPOCHS, default=15, help="training epochs (default: 15)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_demo)
 
 

@@ -7,7 +7,15 @@ import json
 import sys
 
 from .inference import add_inference_options, inference_settings
-from .options import add_rerank_options, rerank_config
+from .options import (
+    BATCH,
+    SEED,
+    WORKERS,
+    add_rerank_options,
+    int_in,
+    rerank_config,
+    writable_folder,
+)  # fmt: skip
 
 __all__ = ["add_commands"]
 
@@ -36,20 +44,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="exact: rank the whole database; cluster: KMeans on the database, rank only the "
         "query's cluster (default: exact)",
     )
-    p.add_argument("--clusters", type=int, help="K of cluster mode (default: the elbow)")
+    p.add_argument("--clusters", type=int_in(2, 100_000),
+                   help="K of cluster mode (default: the elbow)")  # fmt: skip
     p.add_argument(
         "--queries-per-class",
-        type=int,
+        type=int_in(1, 10**6),
         help="folders only: the first N images of each class are the queries (default: all "
         "images, each against the others)",
     )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--out", "-o", help="also write evaluation.json and evaluation.png here")
+    p.add_argument("--out", "-o", type=writable_folder,
+                   help="also write evaluation.json and evaluation.png here")  # fmt: skip
     p.add_argument("--no-per-class", action="store_true", help="table: overall row only")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--batch-size", type=BATCH, default=128, help="images per batch (default: 128)")
+    p.add_argument("--workers", type=WORKERS, default=2,
+                   help="image-decoding processes (default: 2)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--seed", type=int, default=0, help="KMeans seed (default: 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="KMeans seed (default: 0)")
     add_rerank_options(p)
     add_inference_options(p)
     p.set_defaults(func=_cmd_evaluate)

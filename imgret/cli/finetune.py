@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import LEARNING_RATE, SEED, float_in, int_in
+
 __all__ = ["add_commands"]
 
 
@@ -23,25 +25,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folder", help="folder of images (labels = sub-folder names unless --labels)")
     p.add_argument("--labels", metavar="CSV", help="CSV of path,label rows")
     p.add_argument(
-        "--pseudo-labels", type=int, metavar="K",
+        "--pseudo-labels", type=int_in(2, 100_000), metavar="K",
         help="no labels: use KMeans clusters (K of them, e.g. 100) of every image of FOLDER as "
         "labels, a label-free adaptation of the model to the collection",
     )  # fmt: skip
     p.add_argument("--out", "-o", default="model-finetuned", help="output folder")
-    p.add_argument("--margin", type=float, default=0.2, help="triplet margin (default: 0.2)")
+    p.add_argument("--margin", type=float_in(0, 10, above=True), default=0.2,
+                   help="triplet margin (default: 0.2)")  # fmt: skip
     p.add_argument(
         "--mining",
         choices=("batch-hard", "semi-hard"),
         default="semi-hard",
         help="how triplets are picked in a batch (default: semi-hard)",
     )
-    p.add_argument("--steps", type=int, default=600, help="optimisation steps (default: 600)")
+    p.add_argument("--steps", type=int_in(1, 10**7), default=600,
+                   help="optimisation steps (default: 600)")  # fmt: skip
     p.add_argument(
-        "--lr", type=float,
+        "--lr", type=LEARNING_RATE,
         help="Adam learning rate (default: 0.001 when the classes have 20+ labelled images "
         "each, else 0.0001)",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_finetune)
 
 

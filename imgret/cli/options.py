@@ -3,12 +3,84 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..retrieval.rerank import RerankConfig
 
-__all__ = ["add_rerank_options", "rerank_config", "print_skipped"]
+__all__ = [
+    "add_rerank_options", "rerank_config", "print_skipped", "int_in", "float_in",
+    "writable_folder", "SEED", "WORKERS", "BATCH", "K", "NPROBE", "EPOCHS", "LEARNING_RATE",
+]  # fmt: skip
+
+
+# -- option values with a range: one line and exit code 2 when out of it ---------------------
+
+
+def int_in(lo: int, hi: int, *, multiple: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number from `lo` to `hi` (a multiple of `multiple`)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give {lo} to {hi:,}")
+        if value % multiple:
+            raise argparse.ArgumentTypeError(f"{value} is not a multiple of {multiple}")
+        return value
+
+    return parse
+
+
+def float_in(lo: float, hi: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number from `lo` (excluded when `above`) to `hi`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        low_ok = value > lo if above else value >= lo
+        if not (low_ok and value <= hi) or math.isnan(value):
+            what = f"more than {lo}" if above else f"{lo}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give {what} to {hi}")
+        return value
+
+    return parse
+
+
+def writable_folder(text: str) -> str:
+    """An argparse type: a folder that exists and can be written, or can be made."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    try:  # the only reliable test (root passes access(), a read-only mount does not)
+        os.rmdir(tempfile.mkdtemp(prefix=".imgret-probe-", dir=probe))
+    except OSError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text}: cannot write in {probe} ({e.strerror or e})"
+        ) from None
+    return text
+
+
+SEED = int_in(0, 2**32 - 1)
+WORKERS = int_in(0, 64)
+BATCH = int_in(1, 65536)
+K = int_in(1, 10_000)  # results or neighbours per query
+NPROBE = int_in(1, 1_000_000)
+EPOCHS = int_in(1, 100_000)
+LEARNING_RATE = float_in(0, 10, above=True)
+NEIGHBOURS = int_in(0, 100)  # re-ranking: memory grows with it (candidates x N x dim)
 
 
 def add_rerank_options(p: argparse.ArgumentParser) -> None:
@@ -21,9 +93,12 @@ def add_rerank_options(p: argparse.ArgumentParser) -> None:
         "neighbours, each query the weighted mean of itself and its --qe nearest (augmented) "
         "images (default: off; any of the options below switches it on)",
     )
-    g.add_argument("--dba", type=int, metavar="N", help="neighbours per database image (10)")
-    g.add_argument("--qe", type=int, metavar="N", help="neighbours per query (10)")
-    g.add_argument("--alpha", type=float, metavar="A", help="weight = similarity ** A (3)")
+    g.add_argument("--dba", type=NEIGHBOURS, metavar="N", help="neighbours per database image "
+                   "(0 to 100, default 10)")  # fmt: skip
+    g.add_argument("--qe", type=NEIGHBOURS, metavar="N", help="neighbours per query (0 to 100, "
+                   "default 10)")  # fmt: skip
+    g.add_argument("--alpha", type=float_in(0, 100), metavar="A",
+                   help="weight = similarity ** A (default 3)")  # fmt: skip
 
 
 def rerank_config(a: argparse.Namespace) -> RerankConfig | None:

@@ -7,7 +7,7 @@ import json
 import sys
 
 from .inference import add_inference_options, inference_settings
-from .options import add_rerank_options, rerank_config
+from .options import NPROBE, K, add_rerank_options, rerank_config, writable_folder
 
 __all__ = ["add_commands"]
 
@@ -29,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="query image file(s) or folder(s); with "
         "--in-collection, keys, paths or ids of images in the collection",
     )
-    p.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
+    p.add_argument("-k", type=K, default=10, help="results per query (default: 10)")
     p.add_argument(
         "--mode",
         choices=("index", "exact", "cluster"),
@@ -39,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--nprobe",
-        type=int,
+        type=NPROBE,
         help="IVF lists scanned per query; in cluster mode, "
         "the nearest clusters searched (default: the index's; 1 cluster)",
     )
@@ -52,6 +52,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--grid",
         metavar="FOLDER",
+        type=writable_folder,
         help="also write results.json and a PNG grid per query into FOLDER",
     )
     p.add_argument("--model", help="model to embed the queries (default: the collection's)")

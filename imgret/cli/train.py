@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from .options import print_skipped
+from .options import (
+    BATCH,
+    EPOCHS,
+    LEARNING_RATE,
+    SEED,
+    WORKERS,
+    float_in,
+    int_in,
+    print_skipped,
+)  # fmt: skip
 
 __all__ = ["add_commands"]
 
@@ -31,9 +40,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "masked copy; contrastive: SimCLR on augmented views, embedding before the "
                    "projection head (default: the best label-free setting measured)",
                    )  # fmt: skip
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: 20, or the objective's)")
-    p.add_argument("--batch-size", type=int, help="images per step (default: 128; contrastive 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 0.001)")
+    p.add_argument("--epochs", type=EPOCHS, help="maximum epochs (default: 20, or the objective's)")
+    p.add_argument("--batch-size", type=BATCH,
+                   help="images per step (default: 128; contrastive 256)")  # fmt: skip
+    p.add_argument("--lr", type=LEARNING_RATE, default=1e-3,
+                   help="Adam learning rate (default: 0.001)")  # fmt: skip
     p.add_argument(
         "--schedule",
         choices=("constant", "cosine"),
@@ -41,13 +52,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--patience",
-        type=int,
+        type=int_in(1, 100_000),
         default=5,
         help="stop after this many epochs without a better validation loss (default: 5)",
     )
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=float_in(0, 0.9),
         default=0.1,
         help="share of images held out for validation (default: 0.1)",
     )
@@ -60,17 +71,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "crop-color for RGB)",
     )
     p.add_argument(
-        "--temperature", type=float, help="contrastive softmax temperature (default: 0.5)"
-    )
+        "--temperature", type=float_in(0, 100, above=True),
+        help="contrastive softmax temperature (default: 0.5)",
+    )  # fmt: skip
     p.add_argument(
         "--mask-ratio",
-        type=float,
+        type=float_in(0, 0.95),
         default=0.5,
         help="denoising: share of 4x4 patches masked (default: 0.5)",
     )
     p.add_argument(
         "--whiten",
-        type=int,
+        type=int_in(0, 65536),
         metavar="DIM",
         help="PCA-whiten the embedding to DIM dims, fitted on the training images "
         "after training; 0 = none (default: none; contrastive: 128)",
@@ -83,13 +95,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--limit",
-        type=int,
+        type=int_in(1, 10**9),
         metavar="N",
         help="train on a fixed-seed sample of N images of the source",
     )
     p.add_argument(
         "--image-size",
-        type=int,
+        type=int_in(8, 1024, multiple=4),
         help="input side in pixels, a multiple of 4 (default: 28 or 32 for small "
         "images, 64 otherwise)",
     )
@@ -99,10 +111,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=(1, 3),
         help="1 = grayscale, 3 = RGB (default: from the images)",
     )
-    p.add_argument("--embedding-dim", type=int, default=512, help="embedding size (default: 512)")
+    p.add_argument("--embedding-dim", type=int_in(2, 65536), default=512,
+                   help="embedding size (default: 512)")  # fmt: skip
     p.add_argument(
-        "--width", type=int, default=32, help="channels of the first conv stage (default: 32)"
-    )
+        "--width", type=int_in(1, 1024), default=32,
+        help="channels of the first conv stage (default: 32)",
+    )  # fmt: skip
     p.add_argument(
         "--decoder",
         choices=("transpose", "upsample"),
@@ -110,8 +124,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="autoencoders: transposed convolutions or upsampling + convolution "
         "(default: transpose)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=WORKERS, default=2,
+                   help="image-decoding processes (default: 2)")  # fmt: skip
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.set_defaults(func=_cmd_train)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import float_in, int_in
+
 __all__ = ["add_commands"]
 
 
@@ -19,7 +21,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("collection", help="collection folder made by `imgret embed`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=int_in(0, 65535), default=8000, help="port (default: 8000)")
     p.add_argument(
         "--token",
         help="access token every request must carry (default: $IMGRET_TOKEN; a "
@@ -33,7 +35,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, help="thumbnail cache (default: COLLECTION/thumbs)")
     p.add_argument(
         "--max-upload-mb",
-        type=float,
+        type=float_in(0, 10_000, above=True),
         default=20.0,
         help="largest query image accepted, MB (default: 20)",
     )
@@ -46,7 +48,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=int_in(1, 1024),
         default=1,
         help="torch and BLAS threads per search (default: 1); the searches of concurrent "
         "requests run in parallel, as many at once as there are cores per thread count",

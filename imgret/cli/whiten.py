@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import BATCH, SEED, WORKERS, int_in
+
 __all__ = ["add_commands"]
 
 
@@ -24,16 +26,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="folder of images, a built-in source, or a benchmark's "
                    "database images (e.g. caltech101:database)")  # fmt: skip
     p.add_argument("--out", "-o", default="model-whitened", help="output folder")
-    p.add_argument("--dim", type=int, default=512, help="dimensions kept (default: 512)")
+    p.add_argument("--dim", type=int_in(1, 65536), default=512,
+                   help="dimensions kept (default: 512)")  # fmt: skip
     p.add_argument(
         "--limit",
-        type=int,
+        type=int_in(1, 10**9),
         default=20_000,
         help="fit on a fixed-seed sample of at most N images (default: 20000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the sample (default: 0)")
+    p.add_argument("--batch-size", type=BATCH, default=64, help="images per batch (default: 64)")
+    p.add_argument("--workers", type=WORKERS, default=2,
+                   help="image-decoding processes (default: 2)")  # fmt: skip
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.set_defaults(func=_cmd_whiten)
 

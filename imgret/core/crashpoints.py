@@ -23,6 +23,7 @@ POINTS = {
     "index-current": "index.json points to the new generation, older ones not yet deleted",
     "compact-written": "compacted chunks are on disk, not yet listed",
     "compact-committed": "compacted chunks are listed, old chunk files not yet deleted",
+    "salvage-ready": "a salvaged copy of a damaged meta.sqlite is made, not yet swapped in",
     "repair-committed": "a repair's changes to meta.sqlite are committed",
 }
 _counts: dict[str, int] = {}

@@ -33,11 +33,18 @@ class DiskFullError(UserError):
         try:
             import shutil
 
-            free = f", {shutil.disk_usage(where).free / 1e6:,.1f} MB free there"
+            free = f", {_size(shutil.disk_usage(where).free)} free there"
         except OSError:
             free = ""
-        need = f" (about {needed / 1e6:,.1f} MB needed)" if needed else ""
+        need = f" (about {_size(needed)} needed)" if needed else ""
         super().__init__(
             f"no space left on the device while writing {path}{need}{free}. Nothing was "
             "half written; free some space and run the same command again"
         )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"

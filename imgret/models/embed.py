@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from ..core.errors import UserError
+from ..core.paths import display, why_unusable
 from ..core.progress import progress_bar
 from ..data.images import ImageError, open_image, to_array
 from ..data.loader import iter_batches, to_float
@@ -82,8 +83,9 @@ def embed_files(embedder: Embedder, paths: list[str | Path]) -> np.ndarray:
     """Image files -> (n_files, dim) float32. A query that cannot be decoded is a UserError."""
     images = []
     for p in paths:
-        if not Path(p).is_file():
-            raise UserError(f"{p}: no such file")
+        why = why_unusable(p)  # missing, a link loop, a fifo, a folder, a device...
+        if why is not None:
+            raise UserError(f"query {display(str(p))}: {why}")
         try:
             images.append(open_image(p))
         except ImageError as e:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import UserError
+from ..core.errors import DamagedError, UserError
 from .base import Embedder
 
 __all__ = [
@@ -121,12 +121,35 @@ def load(ref: str | Path, device: str = "cpu", *, _depth: int = 0) -> Embedder:
     if found is None:
         raise UserError(f"{folder}: unknown model kind {kind!r}; a newer imgret may read it")
     module, derived = found
-    if not derived:
-        return module.load_folder(folder, doc, device)  # type: ignore[no-any-return]
-    if _depth >= _MAX_DEPTH:
-        raise UserError(f"{folder}: its base models refer to each other in a loop")
-    base = load(doc["base"]["ref"], device, _depth=_depth + 1)
-    return module.load_folder(folder, doc, base, device)  # type: ignore[no-any-return]
+    try:
+        if not derived:
+            return module.load_folder(folder, doc, device)  # type: ignore[no-any-return]
+        if _depth >= _MAX_DEPTH:
+            raise UserError(f"{folder}: its base models refer to each other in a loop")
+        base = load(doc["base"]["ref"], device, _depth=_depth + 1)
+        return module.load_folder(folder, doc, base, device)  # type: ignore[no-any-return]
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:
+        raise damaged_model(folder, e) from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":  # a damaged .safetensors file
+            raise
+        raise damaged_model(folder, e) from None
+
+
+def damaged_model(folder: Path, e: BaseException) -> DamagedError:
+    """A model folder whose files do not rebuild the model: which file, and what to do."""
+    text = " ".join(str(e).split())[:300]
+    names = [n for n in (*_WEIGHT_FILES, "model.json") if n in str(e)]
+    weights = [f for f in _WEIGHT_FILES if (folder / f).is_file()]
+    file = folder / (names[0] if names else weights[0] if weights else "model.json")
+    problem = f"a damaged model file ({type(e).__name__}: {text})"
+    if isinstance(e, KeyError | TypeError):
+        file, problem = folder / "model.json", f"a missing or wrong setting ({text})"
+    elif "state_dict" in text:
+        problem = "the weights do not fit the settings in model.json (one of them was changed)"
+    return DamagedError(file, problem, "train the model again (`imgret train`), or use another")
 
 
 def fingerprint(ref: str | Path, _depth: int = 0) -> str | None:

@@ -78,6 +78,7 @@ def database_augmentation(
     with similarity 1). `knn` defaults to exact search; pass an ANN index's search for millions.
     """
     database = normalize(database)
+    n_neighbors = min(n_neighbors, len(database))  # more would only be empty (memory)
     if n_neighbors <= 1 or len(database) < 2:
         return database
     knn = knn or exact_knn(database)
@@ -98,6 +99,7 @@ def query_expansion(
 ) -> np.ndarray:
     """alpha-QE of (m, dim) queries against (n, dim) database embeddings -> (m, dim) unit-norm."""
     queries = normalize(queries)
+    n_neighbors = min(n_neighbors, len(database))
     if n_neighbors <= 0 or len(database) == 0:
         return queries
     database = np.ascontiguousarray(database, dtype=np.float32)

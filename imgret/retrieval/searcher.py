@@ -126,7 +126,9 @@ class Searcher:
         if len(vec) == 0:
             empty = np.full((len(queries), k), -1, np.int64)
             return Ranking(np.full(empty.shape, -np.inf, np.float32), empty, None)
-        if rerank is not None:
+        if rerank is not None:  # neighbours beyond the collection's size are none: capped
+            rerank = replace(rerank, dba_neighbors=min(rerank.dba_neighbors, len(vec)),
+                             qe_neighbors=min(rerank.qe_neighbors, len(vec)))  # fmt: skip
             scores, ids = rerank_candidates(
                 queries, k, lambda x, kk: self._search(x, kk, mode, nprobe), self._lookup,
                 rerank, exclude, candidates=candidates,

@@ -115,17 +115,38 @@ def _open_store(path: Path, report: CheckReport, repair: bool, note: Log) -> Met
 
 
 def _salvage(path: Path, note: Log) -> MetaStore:
-    """Move a damaged meta.sqlite aside and copy what can be read of it into a new one."""
-    n = 1 + sum(1 for _ in path.glob("meta.sqlite.damaged-*"))
-    aside = path / f"meta.sqlite.damaged-{n}"
+    """Copy what can be read of a damaged meta.sqlite into a new one, then swap them.
+
+    The new database is made beside it and renamed in last, so a repair killed at any point
+    leaves the damaged file (to salvage again) or the salvaged one (to use).
+    """
+    meta, ready = path / "meta.sqlite", path / ".meta.sqlite.salvaged"
+    if meta.exists() or not ready.exists():
+        lost = _copy_readable(meta, path / ".meta.sqlite.salvage", ready)
+        note("salvaged meta.sqlite: "
+             + (f"could not read its {', '.join(lost)}" if lost else "every table was read"))
+    crash_point("salvage-ready")
+    (path / "index.json").unlink(missing_ok=True)  # the index is rebuilt
+    n = 1 + sum(1 for _ in path.glob("meta.sqlite.damaged-*[0-9]"))
     for suffix in ("", "-wal", "-shm"):
         if (path / f"meta.sqlite{suffix}").exists():
-            os.replace(path / f"meta.sqlite{suffix}", path / f"{aside.name}{suffix}")
+            os.replace(path / f"meta.sqlite{suffix}", path / f"meta.sqlite.damaged-{n}{suffix}")
+    os.replace(ready, meta)
     fsync_dir(path)
-    fresh = MetaStore(path / "meta.sqlite", create=True)
+    if (path / f"meta.sqlite.damaged-{n}").exists():
+        note(f"the damaged file is kept as meta.sqlite.damaged-{n}")
+    return MetaStore(meta)
+
+
+def _copy_readable(damaged: Path, work: Path, ready: Path) -> list[str]:
+    """Build `ready`: a new database holding every table of `damaged` that can be read ->
+    the names of those that could not."""
+    for p in (work, work.with_name(work.name + "-wal"), work.with_name(work.name + "-shm")):
+        p.unlink(missing_ok=True)
+    fresh = MetaStore(work, create=True)
     lost = []
     try:
-        old = sqlite3.connect(f"{aside.resolve().as_uri()}?mode=ro", uri=True)
+        old = sqlite3.connect(f"{damaged.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error:
         old = None
     for table in ("items", "chunks", "failures", "clustering", "state"):
@@ -140,23 +161,26 @@ def _salvage(path: Path, note: Log) -> MetaStore:
             lost.append(table)
     if old is not None:
         old.close()
-    # Rows are never reused, whatever the old database lost: an index or a chunk file may name
-    # any row up to here. The index is rebuilt.
+    # Rows are never reused, whatever the old database lost: a chunk file or an index may name
+    # any row up to here.
+    folder = damaged.parent
     used = [0]
-    for p in (path / "embeddings").glob("chunk-*.npy"):
+    for p in (folder / "embeddings").glob("chunk-*.npy"):
         with contextlib.suppress(OSError, ValueError):
             used.append((chunk_first_row(p.name) or 0) + len(np.load(p, mmap_mode="r")))
-    for p in path.glob("index-*.rows.npy"):
+    for p in folder.glob("index-*.rows.npy"):
         with contextlib.suppress(OSError, ValueError):
             rows = np.load(p)
             used.append(int(rows.max()) + 1 if len(rows) else 0)
     with fresh.transaction() as db:
         db.execute("INSERT INTO state (name, value) VALUES ('next_row', ?) ON CONFLICT(name) "
                    "DO UPDATE SET value = MAX(value, excluded.value)", (max(used),))  # fmt: skip
-    (path / "index.json").unlink(missing_ok=True)
-    note(f"meta.sqlite moved aside to {aside.name}; "
-         + (f"could not read its {', '.join(lost)}" if lost else "every table was read"))
-    return fresh
+    fresh.close()  # checkpoints its write-ahead log: one file to rename
+    with open(work, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(work, ready)
+    fsync_dir(folder)
+    return lost
 
 
 def _check_chunks(

@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,10 +60,21 @@ def repair_hint(folder: Path) -> str:
     return f"run `imgret check --repair {folder}` to repair the collection"
 
 
+def _nearly_full(folder: Path) -> bool:
+    """Whether `folder`'s disk has (almost) no space left: SQLite may then report a failed
+    write to its shared-memory file as an I/O error rather than as a full disk."""
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
+
+
 def _translate(path: Path, e: sqlite3.Error) -> Exception:
     """A SQLite error as the error to raise: damaged file, full disk, or itself."""
     msg = str(e)
-    if isinstance(e, sqlite3.OperationalError) and "disk is full" in msg:
+    if isinstance(e, sqlite3.OperationalError) and ("disk is full" in msg or (
+        "disk I/O error" in msg and _nearly_full(path.parent)
+    )):  # fmt: skip
         return DiskFullError(path)
     damaged = type(e) is sqlite3.DatabaseError or any(
         s in msg for s in ("malformed", "not a database", "no such table", "no such column",

@@ -68,7 +68,10 @@ def collection_lock(folder: Path) -> Iterator[None]:
     in the thread that holds it.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot make this folder ({e.strerror or e})") from None
     me = (str(folder.resolve()), threading.get_ident())
     if me in _writing:
         yield

@@ -100,12 +100,15 @@ def add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> None
         responses=ERRORS,
         tags=["search"],
     )
-    def search_item(item_id: int, k: K = 12, mode: Mode = "index", rerank: bool = False,
-                    label: Label = None, folder: Folder = None) -> dict:  # fmt: skip
+    async def search_item(item_id: int, k: K = 12, mode: Mode = "index", rerank: bool = False,
+                          label: Label = None, folder: Folder = None) -> dict:  # fmt: skip
         """More like this: rank the collection for one of its images (left out of the hits;
         the other parameters as for an upload)."""
-        return service.search_item(item_id, k, mode, rerank=rerank, label=label or None,
-                                   folder=folder or None)  # fmt: skip
+        label, folder = label or None, folder or None
+        if service.in_thread(rerank, label, folder):
+            return await run_in_threadpool(service.search_item, item_id, k, mode, rerank=rerank,
+                                           label=label, folder=folder)  # fmt: skip
+        return await service.search_item_async(item_id, k, mode)
 
     @app.get(
         "/api/clusters", response_model=schemas.ClusterPage, responses=ERRORS, tags=["collection"]

@@ -44,15 +44,21 @@ class SearchQueue:
         for t in self._threads:
             t.start()
 
-    def search(
+    def submit(
         self, searcher: Searcher, query: np.ndarray, k: int, mode: str, exclude: int = -1
-    ) -> Ranking:
-        """Rank for one (1, dim) query -> Ranking of shape (1, k); blocks until done."""
+    ) -> Future:
+        """Queue one (1, dim) query -> a Future of its Ranking, shape (1, k)."""
         job = _Job(searcher, query, k, mode, exclude)
         with self._ready:
             self._jobs.append(job)
             self._ready.notify()
-        return job.done.result()
+        return job.done
+
+    def search(
+        self, searcher: Searcher, query: np.ndarray, k: int, mode: str, exclude: int = -1
+    ) -> Ranking:
+        """Rank for one (1, dim) query -> Ranking of shape (1, k); blocks until done."""
+        return self.submit(searcher, query, k, mode, exclude).result()  # type: ignore[no-any-return]
 
     def _take(self) -> list[_Job]:
         with self._ready:

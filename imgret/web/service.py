@@ -13,6 +13,7 @@ Methods return plain JSON-ready dicts (the shapes are the pydantic models of sch
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..retrieval.searcher import Ranking, Searcher
 from .batching import SearchQueue
 from .config import WebConfig
 from .errors import WebError
@@ -70,7 +72,6 @@ class CollectionService:
         self.slots = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
         self._compute = threading.BoundedSemaphore(self.slots)
         self.queue = SearchQueue(self.slots)
-        self._duplicates: dict[tuple[int, float], Any] = {}
         self.embed_image(Image.new("RGB", (8, 8)))  # the first real query is then no slower
 
     def _load_model(self, snap: Snapshot) -> None:
@@ -112,7 +113,6 @@ class CollectionService:
                     self._load_model(fresh)
                 self.files = self._files(fresh.collection)
                 self.snapshot = fresh
-                self._duplicates.clear()
         except Exception as e:  # noqa: BLE001 - keep serving the last good snapshot
             log.warning("imgret: the collection could not be reopened (%s); retrying", e)
             self._next_try = time.monotonic() + RETRY_S
@@ -227,21 +227,9 @@ class CollectionService:
 
     def duplicates(self, threshold: float, offset: int, limit: int) -> dict[str, Any]:
         """Groups of near-duplicate images (as `imgret duplicates` finds them), biggest first."""
-        from ..retrieval.duplicates import duplicate_groups, find_duplicates
-
         snap = self.current()
-        key = (id(snap), round(threshold, 4))
-        found = self._duplicates.get(key)
-        if found is None:
-            with self._compute:
-                pairs = find_duplicates(snap.searcher, threshold) if snap.count > 1 else []
-            best: dict[int, float] = {}
-            for p in pairs:
-                best[p.a] = max(best.get(p.a, -1.0), p.score)
-                best[p.b] = max(best.get(p.b, -1.0), p.score)
-            found = (duplicate_groups(pairs), best, len(pairs))
-            self._duplicates[key] = found
-        groups, best, n_pairs = found
+        with self._compute:
+            groups, best, n_pairs = snap.duplicates(threshold)
         page = groups[offset : offset + self._limit(limit)]
         return {
             "threshold": threshold,
@@ -282,11 +270,33 @@ class CollectionService:
         """ "More like this": rank the collection for one of its images (itself left out)."""
         t0 = time.perf_counter()
         snap = self.current()
+        query, about = self._item_query(snap, i)
+        return self._search(snap, query, about, k, mode, t0, rerank, label, folder, exclude=i)
+
+    def in_thread(self, rerank: bool, label: str | None, folder: str | None) -> bool:
+        """Whether a search by id needs a thread of the pool (re-ranking, a filter, a reload
+        due) rather than `search_item_async`."""
+        return rerank or label is not None or folder is not None or self.stale()
+
+    async def search_item_async(self, i: int, k: int, mode: str) -> dict[str, Any]:
+        """search_item without re-ranking or filter, when no reload is due: the request waits
+        for its batch in the event loop instead of holding a thread of the pool."""
+        t0 = time.perf_counter()
+        snap = self.snapshot
+        query, about = self._item_query(snap, i)
+        searcher, positions, exclude = self._scope(snap, mode, False, None, None, i)
+        job = self.queue.submit(searcher, query, k, mode, exclude)
+        ranking = await asyncio.wrap_future(job)
+        return self._answer(snap, ranking, positions, about, k, mode, False, None, None, t0)
+
+    def stale(self) -> bool:
+        return stamp(self.path) != self.snapshot.stamp
+
+    def _item_query(self, snap: Snapshot, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         item = self.item(i, snap)
         coll = snap.collection
         query = coll.fetch(coll.rows[i : i + 1])  # (1, dim), from the memory-mapped chunk
-        about = {"kind": "item", "name": item["name"], "item": item}
-        return self._search(snap, query, about, k, mode, t0, rerank, label, folder, exclude=i)
+        return query, {"kind": "item", "name": item["name"], "item": item}
 
     def _search(
         self, snap: Snapshot, query: np.ndarray, about: dict[str, Any], k: int, mode: str,
@@ -295,6 +305,25 @@ class CollectionService:
         from ..core.errors import UserError
         from ..retrieval.rerank import RerankConfig
 
+        searcher, positions, exclude = self._scope(snap, mode, rerank, label, folder, exclude)
+        try:
+            if rerank:
+                with self._compute:
+                    excl = None if exclude < 0 else np.array([exclude])
+                    ranking = searcher.search(
+                        query, k, mode=mode, rerank=RerankConfig(), exclude=excl
+                    )
+            else:
+                ranking = self.queue.search(searcher, query, k, mode, exclude)
+        except UserError as e:
+            raise WebError(400, str(e)) from None
+        return self._answer(snap, ranking, positions, about, k, mode, rerank, label, folder, t0)
+
+    def _scope(
+        self, snap: Snapshot, mode: str, rerank: bool, label: str | None, folder: str | None,
+        exclude: int,
+    ) -> tuple[Searcher, np.ndarray | None, int]:  # fmt: skip
+        """(the Searcher, the filter's positions or None, the position to leave out in it)."""
         if mode == "cluster" and snap.clustering is None:
             raise WebError(
                 400,
@@ -303,25 +332,21 @@ class CollectionService:
             )
         if rerank and mode == "cluster":
             raise WebError(400, "re-ranking works in index or exact mode, not in cluster mode")
-        searcher, positions = snap.searcher, None
-        if label is not None or folder is not None:
-            positions = snap.matching(self.files.display_name, label, folder)
-            searcher = snap.subset_searcher((label or "", folder or ""), positions)
-            if exclude >= 0:
-                j = int(np.searchsorted(positions, exclude))
-                found = j < len(positions) and positions[j] == exclude
-                exclude = j if found else -1
-        try:
-            if rerank:
-                with self._compute:
-                    excl = None if exclude < 0 else np.array([exclude])
-                    scores, ids, clusters = searcher.search(
-                        query, k, mode=mode, rerank=RerankConfig(), exclude=excl
-                    )
-            else:
-                scores, ids, clusters = self.queue.search(searcher, query, k, mode, exclude)
-        except UserError as e:
-            raise WebError(400, str(e)) from None
+        if label is None and folder is None:
+            return snap.searcher, None, exclude
+        positions = snap.matching(self.files.display_name, label, folder)
+        searcher = snap.subset_searcher((label or "", folder or ""), positions)
+        if exclude >= 0:
+            j = int(np.searchsorted(positions, exclude))
+            exclude = j if j < len(positions) and positions[j] == exclude else -1
+        return searcher, positions, exclude
+
+    def _answer(
+        self, snap: Snapshot, ranking: Ranking, positions: np.ndarray | None,
+        about: dict[str, Any], k: int, mode: str, rerank: bool, label: str | None,
+        folder: str | None, t0: float,
+    ) -> dict[str, Any]:  # fmt: skip
+        scores, ids, clusters = ranking
         if positions is not None:  # subset positions -> collection positions
             ids = np.where(ids >= 0, positions[np.maximum(ids, 0)], -1) if len(positions) else ids
         hits = [

@@ -65,6 +65,7 @@ class Snapshot:
             self.searcher.search(probe, 1, mode="index")  # computes what the index lacks
         self._names: list[str] | None = None
         self._subsets: dict[tuple[str, str], Searcher] = {}
+        self._duplicates: dict[float, tuple[list[list[int]], dict[int, float], int]] = {}
 
     # -- clusters ---------------------------------------------------------------------------
 
@@ -149,6 +150,23 @@ class Snapshot:
             return [{"name": n, "count": c} for n, c in sorted(top)]
 
         return {"labels": ranked(labels), "folders": ranked(folders)}
+
+    def duplicates(self, threshold: float) -> tuple[list[list[int]], dict[int, float], int]:
+        """(groups of positions, each one's best similarity in its group, number of pairs) of
+        the images at least `threshold` similar, found as `imgret duplicates` finds them."""
+        from ..retrieval.duplicates import duplicate_groups, find_duplicates
+
+        key = round(threshold, 4)
+        if key not in self._duplicates:
+            pairs = find_duplicates(self.searcher, threshold) if self.count > 1 else []
+            best: dict[int, float] = {}
+            for p in pairs:
+                best[p.a] = max(best.get(p.a, -1.0), p.score)
+                best[p.b] = max(best.get(p.b, -1.0), p.score)
+            if len(self._duplicates) >= 4:
+                self._duplicates.pop(next(iter(self._duplicates)))
+            self._duplicates[key] = (duplicate_groups(pairs), best, len(pairs))
+        return self._duplicates[key]
 
     @property
     def clustering(self) -> Clustering | None:
