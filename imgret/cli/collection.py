@@ -6,7 +6,17 @@ import argparse
 import json
 import sys
 
-from .options import print_skipped
+from .options import (
+    BATCH,
+    NPROBE,
+    SEED,
+    WORKERS,
+    K,
+    float_in,
+    int_in,
+    print_skipped,
+    writable_folder,
+)  # fmt: skip
 
 __all__ = ["add_commands"]
 
@@ -14,9 +24,10 @@ INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "ivfsq", "ivfpq")
 
 
 def _job_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
-    p.add_argument("--chunk-size", type=int, default=4096,
+    p.add_argument("--batch-size", type=BATCH, default=64, help="images per batch (default: 64)")
+    p.add_argument("--workers", type=WORKERS, default=2,
+                   help="image-decoding processes (default: 2)")  # fmt: skip
+    p.add_argument("--chunk-size", type=int_in(1, 10**7), default=4096,
                    help="embeddings committed together; an interrupted run loses at most one "
                    "chunk (default: 4096)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -69,7 +80,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "FAISS index is updated. Interrupted (even with kill -9), the same command resumes.",
     )
     p.add_argument("folder", help="folder of images, or a built-in source: digits, fashion-mnist")
-    p.add_argument("--out", "-o", default="collection",
+    p.add_argument("--out", "-o", default="collection", type=writable_folder,
                    help="collection folder (default: collection)")  # fmt: skip
     p.add_argument(
         "--model",
@@ -84,7 +95,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--nprobe",
-        type=int,
+        type=NPROBE,
         help="IVF lists scanned per query, stored in the collection (default: by size)",
     )
     p.add_argument("--rebuild-index", action="store_true", help="build the index from scratch")
@@ -120,9 +131,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "neighbours are checked).",
     )
     p.add_argument("collection", help="collection folder")
-    p.add_argument("--threshold", type=float, default=0.95,
+    p.add_argument("--threshold", type=float_in(-1, 1), default=0.95,
                    help="least cosine similarity of a pair (default: 0.95)")  # fmt: skip
-    p.add_argument("-k", type=int, default=10, help="neighbours checked per image (default: 10)")
+    p.add_argument("-k", type=K, default=10, help="neighbours checked per image (default: 10)")
     p.add_argument("--mode", choices=("index", "exact"), default="index",
                    help="search with the index or exactly (default: index)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the pairs as JSON")
@@ -201,10 +212,12 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model folder made by `imgret train`, or efficientnet-lite0")
     p.add_argument("source", help="folder of images, or a built-in source")
     p.add_argument(
-        "--out", "-o", default="collection", help="collection folder (default: collection)"
-    )
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+        "--out", "-o", default="collection", type=writable_folder,
+        help="collection folder (default: collection)",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=BATCH, default=128, help="images per batch (default: 128)")
+    p.add_argument("--workers", type=WORKERS, default=2,
+                   help="image-decoding processes (default: 2)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=_cmd_embed)
 
@@ -232,10 +245,12 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
         "elbow.png and clusters.png into the collection folder.",
     )
     p.add_argument("collection", help="collection folder made by `imgret embed`")
-    p.add_argument("--k", type=int, help="number of clusters (default: the elbow)")
-    p.add_argument("--k-min", type=int, default=2, help="smallest K tried (default: 2)")
-    p.add_argument("--k-max", type=int, default=20, help="largest K tried (default: 20)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--k", type=int_in(2, 100_000), help="number of clusters (default: the elbow)")
+    p.add_argument("--k-min", type=int_in(2, 100_000), default=2,
+                   help="smallest K tried (default: 2)")  # fmt: skip
+    p.add_argument("--k-max", type=int_in(2, 100_000), default=20,
+                   help="largest K tried (default: 20)")  # fmt: skip
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_cluster)
 
 
