@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "imgret.cli.maintenance",
     "imgret.cli.search",
     "imgret.cli.finetune",
+    "imgret.cli.adapt",
     "imgret.cli.whiten",
     "imgret.cli.evaluate",
     "imgret.cli.web",

@@ -9,7 +9,20 @@ Named benchmarks:
 - ``caltech101``: queries = the first 5 images of each class by sorted file name (505);
   database = every other image (8,172); mAP@all, P@10.
 
-Labels are for scoring only; unsupervised training may see the database images alone.
+Variants of each, for choosing settings and for small collections:
+
+- ``NAME:val``: the validation queries, disjoint from the test queries, against the protocol's
+  database minus them (fashion-mnist: test images 101-200 of each class, the same database;
+  cifar10: images 101-200 of each class of ``test/``, 58,000; caltech101: images 6-8 of each
+  class, 7,869). Settings are chosen on these; their figures are never reported as results.
+- ``NAME:small``: the test queries against 1,000 images of the database: the first 1,000 of a
+  seed-0 shuffle, every class kept present (`small_subset`); a model for it is trained on
+  those 1,000 images only (``NAME:small:database``).
+- ``NAME:val:small``: the validation queries against 1,000 images of the validation database,
+  chosen the same way (imgret's own addition, to choose small-collection settings).
+
+Labels are for scoring only; unsupervised training may see the database images alone
+(``NAME[:VARIANT]:database``, `open_training_source`).
 """
 
 from __future__ import annotations
@@ -26,11 +39,15 @@ from .images import scan_folder
 from .sources import ImageSource, open_source
 
 __all__ = [
-    "Benchmark", "BENCHMARK_NAMES", "load_benchmark", "labelled_split", "first_per_class",
-    "dataset_root", "open_training_source",
+    "Benchmark", "BENCHMARK_NAMES", "VARIANTS", "is_benchmark_name", "load_benchmark",
+    "labelled_split", "first_per_class", "per_class_range", "small_subset", "dataset_root",
+    "open_training_source", "SMALL_SIZE",
 ]  # fmt: skip
 
 BENCHMARK_NAMES = ("fashion-mnist", "cifar10", "caltech101")
+VARIANTS = ("val", "small", "val:small")  # NAME:VARIANT; see the module docstring
+SMALL_SIZE = 1000  # database images of a :small variant
+SMALL_SEED = 0
 DEFAULT_DATASETS = Path("/work/shared/datasets")
 
 
@@ -71,15 +88,48 @@ def dataset_root(name: str) -> Path:
     return root
 
 
-def first_per_class(labels: list[str | None], n: int) -> np.ndarray:
-    """Positions of the first `n` items of each label, in the given order -> (m,) int64 sorted."""
-    taken: dict[str | None, int] = defaultdict(int)
+def per_class_range(labels: list[str | None], start: int, stop: int) -> np.ndarray:
+    """Positions of items `start`..`stop - 1` (0-based) of each label, counted in the given
+    order -> (m,) int64 sorted. Unlabelled items (None) are never picked."""
+    seen: dict[str | None, int] = defaultdict(int)
     picked = []
     for i, label in enumerate(labels):
-        if label is not None and taken[label] < n:
-            taken[label] += 1
+        if label is None:
+            continue
+        if start <= seen[label] < stop:
             picked.append(i)
+        seen[label] += 1
     return np.asarray(picked, dtype=np.int64)
+
+
+def first_per_class(labels: list[str | None], n: int) -> np.ndarray:
+    """Positions of the first `n` items of each label, in the given order -> (m,) int64 sorted."""
+    return per_class_range(labels, 0, n)
+
+
+def small_subset(
+    labels: list[str | None], n: int = SMALL_SIZE, seed: int = SMALL_SEED
+) -> np.ndarray:
+    """`n` positions of a seeded shuffle with every label present -> (n,) int64 sorted.
+
+    The first `n` of a permutation (numpy's default_rng(seed)); when a label is missing from
+    them, the first image of each label in the shuffle is taken first and the rest of the `n`
+    filled in shuffle order. All positions when there are at most `n`.
+    """
+    if len(labels) <= n:
+        return np.arange(len(labels), dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    first: dict[str | None, int] = {}
+    for i in order:
+        first.setdefault(labels[i], int(i))
+    if len(first) > n:
+        raise UserError(f"a small variant of {n} images cannot hold all {len(first)} classes")
+    picked = set(first.values())
+    for i in order:
+        if len(picked) >= n:
+            break
+        picked.add(int(i))
+    return np.asarray(sorted(picked), dtype=np.int64)
 
 
 def _rest(n: int, picked: np.ndarray) -> np.ndarray:
@@ -88,9 +138,10 @@ def _rest(n: int, picked: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _fashion_mnist() -> Benchmark:
+def _fashion_mnist(val: bool) -> Benchmark:
     test = open_source("fashion-mnist:test")
-    queries = test.subset(first_per_class(test.labels, 100))
+    queries = test.subset(per_class_range(test.labels, 100, 200) if val
+                          else first_per_class(test.labels, 100))  # fmt: skip
     database = open_source("fashion-mnist:train")
     metrics = ("mAP@1000", "P@10", "mAP@all")
     return Benchmark("fashion-mnist", queries, database, metrics, 28, 1)
@@ -101,14 +152,15 @@ def _labelled_files(root: Path) -> tuple[list[str], list[str | None]]:
     return [str(p) for p in paths], [p.parent.name for p in paths]
 
 
-def _cifar10() -> Benchmark:
+def _cifar10(val: bool) -> Benchmark:
     root = dataset_root("cifar10")
     train_keys, train_labels = _labelled_files(root / "train")
     test_keys, test_labels = _labelled_files(root / "test")
     if not train_keys or not test_keys:
         raise UserError(f"{root}: expected train/<class>/*.jpg and test/<class>/*.jpg")
-    q = first_per_class(test_labels, 100)  # scan_folder sorts by path: class, then file name
-    rest = _rest(len(test_keys), q)
+    # scan_folder sorts by path: class, then file name
+    q = per_class_range(test_labels, 100, 200) if val else first_per_class(test_labels, 100)
+    rest = _rest(len(test_keys), per_class_range(test_labels, 0, 200) if val else q)
     queries = ImageSource("cifar10:queries", [test_keys[i] for i in q], [test_labels[i] for i in q])
     database = ImageSource(
         "cifar10:database",
@@ -118,11 +170,11 @@ def _cifar10() -> Benchmark:
     return Benchmark("cifar10", queries, database, ("mAP@1000", "P@10"), 32, 3)
 
 
-def _caltech101() -> Benchmark:
+def _caltech101(val: bool) -> Benchmark:
     root = dataset_root("caltech101")
     keys, labels = _labelled_files(root)
-    q = first_per_class(labels, 5)
-    rest = _rest(len(keys), q)
+    q = per_class_range(labels, 5, 8) if val else first_per_class(labels, 5)
+    rest = _rest(len(keys), per_class_range(labels, 0, 8) if val else q)
     queries = ImageSource("caltech101:queries", [keys[i] for i in q], [labels[i] for i in q])
     database = ImageSource(
         "caltech101:database", [keys[i] for i in rest], [labels[i] for i in rest], root=root
@@ -130,12 +182,27 @@ def _caltech101() -> Benchmark:
     return Benchmark("caltech101", queries, database, ("mAP@all", "P@10"), 64, 3)
 
 
+def is_benchmark_name(name: str) -> bool:
+    """A named benchmark: one of BENCHMARK_NAMES, alone or with one of VARIANTS."""
+    base, _, variant = name.partition(":")
+    return base in BENCHMARK_NAMES and variant in ("", *VARIANTS)
+
+
 def load_benchmark(name: str) -> Benchmark:
-    """One of BENCHMARK_NAMES, split exactly as its protocol says."""
+    """``NAME[:VARIANT]`` (BENCHMARK_NAMES, VARIANTS), split exactly as its protocol says."""
     loaders = {"fashion-mnist": _fashion_mnist, "cifar10": _cifar10, "caltech101": _caltech101}
-    if name not in loaders:
-        raise UserError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARK_NAMES)}")
-    return loaders[name]()
+    if not is_benchmark_name(name):
+        known = ", ".join(BENCHMARK_NAMES)
+        raise UserError(
+            f"unknown benchmark {name!r}; known: {known}, each also as NAME:val, NAME:small "
+            "or NAME:val:small"
+        )
+    base, _, variant = name.partition(":")
+    bench = loaders[base](variant.startswith("val"))
+    if variant.endswith("small"):
+        bench.database = bench.database.subset(small_subset(bench.database.labels))
+    bench.name = name
+    return bench
 
 
 def labelled_split(spec: str | Path, queries_per_class: int | None = None) -> Benchmark:
@@ -176,8 +243,9 @@ def labelled_split(spec: str | Path, queries_per_class: int | None = None) -> Be
 
 
 def open_training_source(spec: str | Path) -> ImageSource:
-    """A folder, a built-in source, or ``BENCHMARK:database`` (a benchmark's database images)."""
-    name, _, part = str(spec).partition(":")
-    if part == "database" and name in BENCHMARK_NAMES:
+    """A folder, a built-in source, or ``BENCHMARK:database`` (a benchmark's database images,
+    e.g. ``cifar10:database`` or ``cifar10:small:database``)."""
+    name, _, part = str(spec).rpartition(":")
+    if part == "database" and is_benchmark_name(name):
         return load_benchmark(name).database
     return open_source(spec)

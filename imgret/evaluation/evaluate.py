@@ -30,7 +30,7 @@ import numpy as np
 from ..core.clustering import Clustering, elbow_curve, fit_kmeans
 from ..core.errors import UserError
 from ..core.vectors import drop_excluded, normalize, pca
-from ..data.benchmarks import BENCHMARK_NAMES, Benchmark, labelled_split, load_benchmark
+from ..data.benchmarks import Benchmark, is_benchmark_name, labelled_split, load_benchmark
 from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
 from ..models.pixels import PixelEmbedder
@@ -212,8 +212,8 @@ def rerank_split(
 
 
 def open_benchmark(spec: str | Path, queries_per_class: int | None = None) -> Benchmark:
-    """A named benchmark (BENCHMARK_NAMES) or a labelled folder / built-in source."""
-    if str(spec) in BENCHMARK_NAMES:
+    """A named benchmark (``NAME[:VARIANT]``) or a labelled folder / built-in source."""
+    if is_benchmark_name(str(spec)):
         if queries_per_class is not None:
             raise UserError(
                 f"{spec}: a named benchmark fixes its queries; drop --queries-per-class"

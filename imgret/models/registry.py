@@ -2,7 +2,7 @@
 
 References:
 
-- a folder made by `imgret train`, `finetune` or `whiten`: its model.json says its kind
+- a folder made by `imgret train`, `finetune`, `whiten` or `adapt`: its model.json says its kind
   (`kind`, or `arch` in older files); derived kinds name their base model, loaded first;
 - a pretrained name ``NAME[@SIZE][:POOLING]``, e.g. ``efficientnet-lite0`` =
   ``efficientnet-lite0@224:gem``.
@@ -26,10 +26,13 @@ from .base import Embedder
 
 __all__ = [
     "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "read_model_doc",
-    "PRETRAINED_NAMES",
+    "PRETRAINED_NAMES", "DEFAULT_SIZES",
 ]  # fmt: skip
 
-PRETRAINED_NAMES = ("efficientnet-lite0",)
+PRETRAINED_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+# Input side of a pretrained name given without @SIZE: the resolution its weights were trained
+# at (the validation queries of BENCHMARKS.md agree: bench/results/backbones.md).
+DEFAULT_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 _WEIGHT_FILES = ("model.safetensors", "head.safetensors", "whitening.safetensors")
 _MAX_DEPTH = 8  # derived models on derived models: a cycle of references stops here
 
@@ -38,13 +41,14 @@ def parse_pretrained(ref: str) -> tuple[str, int, str] | None:
     """``NAME[@SIZE][:POOLING]`` -> (name, input size, pooling), or None for other references.
 
     ``efficientnet-lite0`` = ``efficientnet-lite0@224:gem`` (GeM, p = 3); ``:avg`` averages.
+    Without @SIZE, the name's DEFAULT_SIZES.
     """
     rest, _, pooling = ref.partition(":")
     name, _, size = rest.partition("@")
     if name not in PRETRAINED_NAMES:
         return None
     try:
-        side = int(size) if size else 224
+        side = int(size) if size else DEFAULT_SIZES[name]
     except ValueError:
         raise UserError(
             f"{ref}: the input size after @ must be a number, e.g. {name}@224"
@@ -99,6 +103,10 @@ def _kind_module(kind: str) -> tuple[Any, bool] | None:
         from . import whitening
 
         return whitening, True
+    if kind == "adapted-head":
+        from . import adapted
+
+        return adapted, True
     return None
 
 
