@@ -197,8 +197,11 @@ def test_ray_options_are_refused_with_a_clear_error(
     base = ["index", str(image_folder), "--out", str(coll), "--model", str(model)]
     assert main([*base, "--ray-actors", "2"]) == 2
     assert "need --ray" in capsys.readouterr().err
-    assert main([*base, "--ray", ray_address, "--ray-actors", "0"]) == 2
-    assert "must be 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main([*base, "--ray", ray_address, "--ray-actors", "0"])
+    assert stopped.value.code == 2 and "out of range" in capsys.readouterr().err
+    with pytest.raises(UserError, match="must be 1 or more"):
+        RayConfig(threads=0)
     assert main([*base, "--ray", ray_address, "--ray-actors", "3"]) == 2  # the cluster has 2
     assert "has 2 CPUs" in capsys.readouterr().err
 

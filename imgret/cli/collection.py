@@ -39,10 +39,11 @@ def _ray_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS|local",
                    help="embed with Ray actors and build IVF indexes in Ray tasks: `local` (the "
                    "default) starts a private cluster here, HOST:PORT joins a running one")
-    g.add_argument("--ray-actors", type=int, metavar="N", help="embedding actors (default: 2)")
-    g.add_argument("--ray-threads", type=int, metavar="T",
-                   help="torch threads and CPUs of each actor (default: 1)")
-    g.add_argument("--ray-gpus", type=float, metavar="G",
+    g.add_argument("--ray-actors", type=int_in(1, 100_000), metavar="N",
+                   help="embedding actors (default: 2)")
+    g.add_argument("--ray-threads", type=int_in(1, 1024), metavar="T",
+                   help="inference threads and CPUs of each actor (default: 1)")
+    g.add_argument("--ray-gpus", type=float_in(0, 1024), metavar="G",
                    help="GPUs of each actor; above 0 the model runs on CUDA (default: 0)")
 
 
