@@ -347,8 +347,9 @@ def make_corpus(root: Path, *, n_good: int = 12, seed: int = 0) -> list[Case]:
     w.file("modes/rgba.png", _png(rgba), "rgba-png", "good", "mode RGBA")
     w.file("modes/tiny_2x2.png", _png(pic(2, 2)), "tiny-2x2", "good", "2x2")
     w.file("modes/tiny_1x1.png", _png(pic(1, 1)), "tiny-1x1", "good", "1x1")
-    w.file("modes/thin_1x3000.png", _png(pic(1, 3000)), "thin-1x3000", "good", "thin")
-    w.file("modes/thin_3000x1.png", _png(pic(3000, 1)), "thin-3000x1", "good", "thin")
+    thin = "1:3000: refused with a reason (over imgret's aspect limit) or centre-cropped"
+    w.file("modes/thin_1x3000.png", _png(pic(1, 3000)), "thin-1x3000", "either", thin)
+    w.file("modes/thin_3000x1.png", _png(pic(3000, 1)), "thin-3000x1", "either", thin)
     ramp = (np.linspace(0, 65535, 96 * 64).reshape(64, 96)).astype(np.uint16)
     w.file("modes/gray16.png", _png(Image.fromarray(ramp)), "png-16bit", "good", "mode I;16")
     w.file("modes/cmyk.jpg", _jpeg(pic().convert("CMYK")), "cmyk-jpeg", "good", "mode CMYK")

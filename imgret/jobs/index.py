@@ -17,6 +17,7 @@ from pathlib import Path
 from ..core.errors import UserError
 from ..data.images import IMAGE_EXTENSIONS, scan_folder
 from ..data.sources import open_source
+from ..store.chunks import check_files
 from ..store.collection import Collection
 from ..store.compact import maybe_compact
 from ..store.index_files import IndexSettings
@@ -134,6 +135,7 @@ def index_folder(
                 settings=settings,
             )  # fmt: skip
         coll.remove_leftovers()
+        check_files(coll.path / "embeddings", coll.store.chunks(), coll.dim)
         existing = coll.store.items_under(prefix or "builtin://")
         present = {c.key for c in candidates}
         deleted = [k for k in existing if k not in present] if prefix else []
@@ -173,6 +175,7 @@ def add_paths(
     with collection_lock(Path(collection_dir)):
         coll = upgrade_collection(collection_dir)
         coll.remove_leftovers()
+        check_files(coll.path / "embeddings", coll.store.chunks(), coll.dim)
         existing = {k: it for k in {c.key for c in candidates} if (it := coll.store.get(k))}
         return sync(
             coll, None, candidates, existing, [], config=config, rebuild_index=False,

@@ -202,7 +202,9 @@ def sync(
             if c.size is None or (old.size == c.size and old.mtime_ns == c.mtime_ns):
                 report.unchanged += 1
                 continue
-            if old.size == c.size and old.sha256 and _same_content(c.key, old.sha256):
+            # By content, whatever the size: a file rewritten while it was being indexed was
+            # embedded as read (its hash), not as listed (its size and mtime then).
+            if old.sha256 and _same_content(c.key, old.sha256):
                 touched.append((c.key, c.size, c.mtime_ns))  # type: ignore[arg-type]
                 report.unchanged += 1
                 continue

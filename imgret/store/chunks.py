@@ -22,7 +22,7 @@ from .metadata import ChunkRecord
 
 __all__ = [
     "ChunkReader", "write_chunk", "chunk_name", "chunk_seq", "chunk_first_row", "remove_orphans",
-    "data_sha256", "read_chunk",
+    "data_sha256", "read_chunk", "check_files",
 ]  # fmt: skip
 
 _NAME = re.compile(r"^chunk-(\d{6,})(?:-r(\d+))?\.npy$")
@@ -84,6 +84,21 @@ def remove_orphans(
     if removed:
         fsync_dir(folder)
     return removed
+
+
+def check_files(folder: Path, manifest: Sequence[ChunkRecord], dim: int) -> None:
+    """DamagedError for the first listed chunk file that is missing or too short (a cheap
+    `stat` each: what a writer checks before adding to a collection; `imgret check` reads)."""
+    for chunk in manifest:
+        path = folder / chunk.name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        if size < chunk.n_rows * dim * 4:
+            what = "missing" if size < 0 else f"{size:,} bytes, too short for {chunk.n_rows} rows"
+            raise DamagedError(path, f"{what} (an embedding chunk the collection lists)",
+                               repair_hint(folder.parent))  # fmt: skip
 
 
 def read_chunk(path: Path, chunk: ChunkRecord, dim: int) -> np.ndarray:

@@ -202,22 +202,30 @@ def upgrade_collection(path: str | Path) -> Collection:
         coll = open_collection(path)
         coll.store.upgrade()
         return coll
-    items = read_json(path / "items.json")
-    emb = np.load(path / "embeddings.npy")
-    clustering = None
-    if (path / "clusters.json").exists():
-        doc = read_json(path / "clusters.json")
-        clustering = (doc, np.load(path / "centroids.npy"), np.load(path / "assignments.npy"))
+    try:
+        model = dict(info["model"])
+        items = read_json(path / "items.json")
+        emb = np.load(path / "embeddings.npy")
+        keys, labels = items["keys"], items["labels"]
+        if emb.ndim != 2 or len(emb) != len(keys) or len(keys) != len(labels):
+            raise ValueError(f"{emb.shape} embeddings for {len(keys)} keys, {len(labels)} labels")
+        clustering = None
+        if (path / "clusters.json").exists():
+            doc = read_json(path / "clusters.json")
+            clustering = (doc, np.load(path / "centroids.npy"), np.load(path / "assignments.npy"))
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        raise DamagedError(path, f"an old (format 1) collection that cannot be read ({e})",
+                           "make it again: `imgret embed MODEL FOLDER --out COLLECTION`"
+                           ) from None  # fmt: skip
     for name in ("meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm", "index.json"):
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / "embeddings", ignore_errors=True)
     new_info = {
-        "format": FORMAT, "version": FORMAT_VERSION, "model": info["model"],
+        "format": FORMAT, "version": FORMAT_VERSION, "model": model,
         "source": info.get("source", ""), "metric": info.get("metric", "cosine"),
         "dim": int(emb.shape[1]), "index": index_doc(IndexSettings()),
     }  # fmt: skip
     coll = Collection(path, new_info, store=MetaStore(path / "meta.sqlite", create=True))
-    keys, labels = items["keys"], items["labels"]
     fails = [(f["key"], None, None, f["reason"]) for f in info.get("skipped", [])]
     coll.append(
         emb, [Item(k, -1, *_stat(k), None, lab) for k, lab in zip(keys, labels, strict=True)], fails
