@@ -112,15 +112,16 @@ def test_evaluate_cli_rerank(image_folder: Path, capsys: pytest.CaptureFixture[s
     assert "re-ranked (DBA 10, alpha-QE 4, alpha 3)" in capsys.readouterr().out
 
 
-def test_rerank_flags_parse() -> None:
+def test_rerank_flags_parse(capsys: pytest.CaptureFixture[str]) -> None:
     parse = build_parser().parse_args
     assert rerank_config(parse(["search", "c", "q"])) is None
     assert rerank_config(parse(["search", "c", "q", "--rerank"])) == RerankConfig()
     assert rerank_config(parse(["search", "c", "q", "--qe", "5"])) == RerankConfig(qe_neighbors=5)
     got = rerank_config(parse(["evaluate", "m", "b", "--dba", "0", "--alpha", "1.5"]))
     assert got == RerankConfig(dba_neighbors=0, alpha=1.5)
-    with pytest.raises(UserError, match="--dba"):
-        rerank_config(parse(["search", "c", "q", "--dba", "-1"]))
+    with pytest.raises(SystemExit):  # refused while parsing (cli.options), exit code 2
+        parse(["search", "c", "q", "--dba", "-1"])
+    assert "argument --dba: -1 is out of range" in capsys.readouterr().err
 
 
 # -- search ---------------------------------------------------------------------------------

@@ -106,13 +106,8 @@ def rerank_config(a: argparse.Namespace) -> RerankConfig | None:
     given = {"dba_neighbors": a.dba, "qe_neighbors": a.qe, "alpha": a.alpha}
     if not a.rerank and all(v is None for v in given.values()):
         return None
-    from ..core.errors import UserError
     from ..retrieval.rerank import RerankConfig
 
-    if (a.dba is not None and a.dba < 0) or (a.qe is not None and a.qe < 0):
-        raise UserError("--dba and --qe must be 0 or more")
-    if a.alpha is not None and a.alpha < 0:
-        raise UserError("--alpha must be 0 or more")
     return RerankConfig(**{name: v for name, v in given.items() if v is not None})
 
 
