@@ -64,11 +64,17 @@ def _ids(coll: object, name: str) -> int:
     return next(i for i, k in enumerate(coll.keys) if k.endswith(name))  # type: ignore[attr-defined]
 
 
+_HOUSEKEEPING = ("meta.sqlite-wal", "meta.sqlite-shm", ".readers", ".lock")  # readers' files
+
+
 def _snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
-    """Every file under the folders (thumbnail cache excepted) -> (size, mtime)."""
+    """Every file under the folders (thumbnail cache and SQLite's and the locks' files of
+    readers excepted) -> (size, mtime)."""
     out = {}
     for folder in folders:
         for p in folder.rglob("*"):
+            if p.name in _HOUSEKEEPING:
+                continue
             if "thumbs" not in p.parts and not p.is_symlink() and p.is_file():
                 out[str(p)] = (p.stat().st_size, p.stat().st_mtime_ns)
     return out

@@ -186,13 +186,13 @@ class AddJobs:
                 "unchanged": report.unchanged, "count": report.count,
                 "failed": [[self.service.files.display_name(k), r] for k, r in report.failed],
             }  # fmt: skip
+            self.service.refresh()  # the new state is served before the job says "done"
             job.state = "done"
         except UserError as e:
             job.state, job.message = "failed", str(e)
         except Exception as e:  # noqa: BLE001 - the page says what went wrong, the server goes on
             job.state, job.message = "failed", f"{type(e).__name__}: {e}"
         job.seconds = time.monotonic() - job.started
-        self.service.current()  # open the new state now, before the page asks for it
 
     # -- checks -----------------------------------------------------------------------------
 

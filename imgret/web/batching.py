@@ -10,14 +10,18 @@ purpose: a query that arrives while the workers are idle is ranked at once, alon
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.vectors import faiss_module
 from ..retrieval.searcher import Ranking, Searcher
 
 __all__ = ["SearchQueue"]
+
+_ONE_BY_ONE = 2**31 - 1  # a threshold no query count reaches (a C int)
 
 
 @dataclass
@@ -31,10 +35,14 @@ class _Job:
 
 
 class SearchQueue:
-    """`workers` threads ranking queued queries in batches of at most `max_batch`."""
+    """`workers` threads ranking queued queries in batches of at most `max_batch`; `start` is
+    called first in each of them."""
 
-    def __init__(self, workers: int, max_batch: int = 64) -> None:
+    def __init__(
+        self, workers: int, max_batch: int = 64, start: Callable[[], None] | None = None
+    ) -> None:
         self.max_batch = max_batch
+        self._start = start  # run first in each worker thread (per-thread settings)
         self._jobs: list[_Job] = []
         self._ready = threading.Condition()
         self._threads = [
@@ -74,9 +82,12 @@ class SearchQueue:
             return batch
 
     def _work(self) -> None:
+        if self._start is not None:
+            self._start()
         while True:
             batch = self._take()
             try:
+                _blas_for(len(batch))
                 k = max(job.k for job in batch)
                 queries = np.concatenate([job.query for job in batch])
                 exclude = np.array([job.exclude for job in batch], dtype=np.int64)
@@ -91,3 +102,12 @@ class SearchQueue:
             for r, job in enumerate(batch):
                 c = None if clusters is None else clusters[r : r + 1]
                 job.done.set_result(Ranking(scores[r : r + 1, : job.k], ids[r : r + 1, : job.k], c))
+
+
+def _blas_for(n_queries: int) -> None:
+    """FAISS's brute force as one matrix product for a batch (a batch of 10 then costs about
+    2x one query, not 10x), its query-by-query scan for one query (half the time of the
+    product). The setting is global: two workers at once may give a batch the slower path,
+    never another result."""
+    faiss = faiss_module()
+    faiss.cvar.distance_compute_blas_threshold = 1 if n_queries > 1 else _ONE_BY_ONE

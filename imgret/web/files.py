@@ -15,6 +15,7 @@ import io
 import mimetypes
 import os
 import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,16 @@ from ..core.atomic import atomic_path
 from ..data.images import IMAGE_EXTENSIONS, ImageError, open_image
 from .errors import WebError
 
-__all__ = ["ItemFiles", "ImageBlob", "BUILTIN_PREFIX"]
+__all__ = ["ItemFiles", "ImageBlob", "BUILTIN_PREFIX", "key_version"]
 
 BUILTIN_PREFIX = "builtin://"
 _SMALL_SIDE = 64  # thumbnails this small are stored as PNG (sharp, and tiny anyway)
+
+
+def key_version(key: str) -> str:
+    """A short tag of a key, in image URLs: ids are positions, which change with the collection,
+    so a cached thumbnail of id 7 must not be shown for another image 7."""
+    return format(zlib.crc32(key.encode("utf-8", "surrogateescape")), "08x")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from ..retrieval.searcher import Ranking, Searcher
 from .batching import SearchQueue
 from .config import WebConfig
 from .errors import WebError
-from .files import ItemFiles
+from .files import ItemFiles, key_version
 from .snapshot import Snapshot, stamp
 
 __all__ = ["CollectionService", "PLOTS", "MODES"]
@@ -41,28 +40,26 @@ RETRY_S = 1.0  # after a failed reload, serve the old snapshot this long before 
 log = logging.getLogger("imgret.web")
 
 
-def version(key: str) -> str:
-    """A short tag of a key, in image URLs: ids are positions, which change with the collection,
-    so a cached thumbnail of id 7 must not be shown for another image 7."""
-    return format(zlib.crc32(key.encode("utf-8", "surrogateescape")), "08x")
-
-
 class CollectionService:
     """One collection, followed as it changes, and the model that embeds its queries."""
 
     def __init__(self, collection_path: str | Path, config: WebConfig) -> None:
         import torch
 
+        from ..core.vectors import faiss_module
+        from ..models.embed import embed_images
         from ..store.index_files import set_threads
 
-        if config.threads:
-            # Concurrent requests are the parallelism: each search gets few threads, so that
-            # threads do not fight over the cores (numpy's BLAS spins its own otherwise).
+        faiss_module()  # loaded before the thread limits are set
+        threads = config.threads
+        if threads:
+            # Concurrent requests are the parallelism: few threads each (BLAS and OpenMP spin
+            # their own otherwise); OpenMP's setting is per thread: search threads set it too.
             from threadpoolctl import threadpool_limits
 
-            torch.set_num_threads(config.threads)
-            threadpool_limits(config.threads, user_api="blas")
-            set_threads(config.threads)
+            torch.set_num_threads(threads)
+            threadpool_limits(threads, user_api="blas")  # after FAISS's BLAS is loaded
+            set_threads(threads)
         self.config = config
         self.path = Path(collection_path)
         self._reload_lock = threading.Lock()
@@ -71,8 +68,11 @@ class CollectionService:
         self._load_model(self.snapshot)
         self.slots = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
         self._compute = threading.BoundedSemaphore(self.slots)
-        self.queue = SearchQueue(self.slots)
-        self.embed_image(Image.new("RGB", (8, 8)))  # the first real query is then no slower
+        start = (lambda: set_threads(threads)) if threads else None
+        # One thread ranks the waiting queries as one batch: on a busy machine, fewer and
+        # bigger batches read the embeddings fewer times (uploads embed in `slots` at once).
+        self.queue = SearchQueue(1, start=start)
+        embed_images(self.embedder, [Image.new("RGB", (8, 8))])  # the first query: no slower
 
     def _load_model(self, snap: Snapshot) -> None:
         from ..models import registry
@@ -104,8 +104,21 @@ class CollectionService:
         snap = self.snapshot
         if stamp(self.path) == snap.stamp or time.monotonic() < self._next_try:
             return snap
-        if not self._reload_lock.acquire(blocking=False):
-            return snap
+        if self._reload_lock.acquire(blocking=False):
+            try:
+                self._reload()
+            finally:
+                self._reload_lock.release()
+        return self.snapshot
+
+    def refresh(self) -> Snapshot:
+        """The newest state, waiting for a reload in progress (a job's own change is then
+        seen by the requests that follow it)."""
+        with self._reload_lock:
+            self._reload()
+        return self.snapshot
+
+    def _reload(self) -> None:
         try:
             if stamp(self.path) != self.snapshot.stamp:
                 fresh = Snapshot(self.path)
@@ -116,9 +129,6 @@ class CollectionService:
         except Exception as e:  # noqa: BLE001 - keep serving the last good snapshot
             log.warning("imgret: the collection could not be reopened (%s); retrying", e)
             self._next_try = time.monotonic() + RETRY_S
-        finally:
-            self._reload_lock.release()
-        return self.snapshot
 
     # -- describing -------------------------------------------------------------------------
 
@@ -172,8 +182,8 @@ class CollectionService:
             "name": self.files.display_name(coll.keys[i]),
             "label": coll.labels[i],
             "cluster": int(c.assignments[i]) if c is not None else None,
-            "thumb": f"/api/thumbs/{i}?v={version(coll.keys[i])}",
-            "image": f"/api/images/{i}?v={version(coll.keys[i])}",
+            "thumb": f"/api/thumbs/{i}?v={key_version(coll.keys[i])}",
+            "image": f"/api/images/{i}?v={key_version(coll.keys[i])}",
         }
 
     def items(
@@ -242,13 +252,6 @@ class CollectionService:
         }
 
     # -- searching --------------------------------------------------------------------------
-
-    def embed_image(self, image: Image.Image) -> np.ndarray:
-        """A decoded image -> (1, dim) float32 query embedding."""
-        from ..models.embed import embed_images
-
-        with self._compute:
-            return embed_images(self.embedder, [image])
 
     def search_image(
         self, decode: Any, name: str, k: int, mode: str, *, rerank: bool = False,
@@ -372,7 +375,7 @@ class CollectionService:
         the collection changed since the page was made, and id `i` is another image now)."""
         snap = self.current()
         key = snap.collection.keys[self._check_id(snap, i)]
-        if v is not None and v != version(key):
+        if v is not None and v != key_version(key):
             raise WebError(404, f"image {i} changed since this page was made; reload the page")
         return key
 

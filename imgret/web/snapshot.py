@@ -32,12 +32,13 @@ _WATCHED = ("collection.json", "index.json", "meta.sqlite", "meta.sqlite-wal")
 
 
 def stamp(path: Path) -> tuple[tuple[int, int], ...]:
-    """(mtime_ns, size) of the files a writer changes; (0, 0) for a missing one."""
+    """(mtime_ns, size) of the files a writer changes; (0, 0) for a missing one, and for an
+    empty write-ahead log (readers make and remove that one; a commit writes into it)."""
     out = []
     for name in _WATCHED:
         try:
             st = os.stat(path / name)
-            out.append((st.st_mtime_ns, st.st_size))
+            out.append((st.st_mtime_ns, st.st_size) if st.st_size else (0, 0))
         except OSError:
             out.append((0, 0))
     return tuple(out)
