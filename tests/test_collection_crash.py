@@ -109,8 +109,8 @@ def _prepare(kind: str, point: str, photos: Path, coll: Path) -> None:
 
 def _crash_then_rerun(kind: str, point: str, expect: int, setup: tuple[Path, Path, Path]) -> None:
     photos, _, coll = setup
+    gc.collect()  # this process's last SQLite connection, closing, would rewrite the database
     _prepare(kind, point, photos, coll)
-    gc.collect()
     cmd = _command(kind, photos, coll)
     killed = imgret(*cmd, crash=point)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
