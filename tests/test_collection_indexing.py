@@ -166,3 +166,23 @@ def test_a_mismatched_collection_is_refused(
         open_collection(coll_dir)
     with pytest.raises(UserError, match="no collection there yet"):
         _index(image_folder, tmp_path / "new")
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_images(
+    image_folder: Path, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coll_dir = tmp_path / "coll"
+    first = _index(image_folder, coll_dir, model)
+    real = os.scandir
+    blocked = str(image_folder / "blue")
+
+    def scandir(path=".", *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(path) == blocked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    said: list[str] = []
+    again = index_folder(image_folder, coll_dir, config=JOB, progress=False, log=said.append)
+    assert again.removed == 0 and again.count == first.count  # blue's images are not "deleted"
+    assert any("cannot list the folder" in line and "blue" in line for line in said)

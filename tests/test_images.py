@@ -158,3 +158,20 @@ def test_a_fifo_is_not_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.jpg")
     with pytest.raises(ImageError, match="not a regular file"):
         open_image(tmp_path / "pipe.jpg")
+
+
+def test_decoding_errors_name_the_file_not_a_buffer_and_memory_errors_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imgret.data.images import decode_image
+
+    with pytest.raises(ImageError) as info:
+        decode_image(b"not an image at all", name="x.png")
+    assert "x.png" in str(info.value) and "BytesIO" not in str(info.value)
+
+    def out_of_memory(*args: object, **kw: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(Image, "open", out_of_memory)
+    with pytest.raises(MemoryError):
+        decode_image(b"\x89PNG", name="y.png")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .inference import add_inference_options, inference_settings
 from .options import (
     BATCH,
     NPROBE,
@@ -31,6 +32,7 @@ def _job_options(p: argparse.ArgumentParser) -> None:
                    help="embeddings committed together; an interrupted run loses at most one "
                    "chunk (default: 4096)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_inference_options(p)
     _ray_options(p)
 
 
@@ -64,9 +66,11 @@ def _ray_config(a: argparse.Namespace):  # noqa: ANN202 - imported lazily
 def _job_config(a: argparse.Namespace):  # noqa: ANN202 - imported lazily
     from ..jobs.sync import IndexJobConfig
 
+    inference = inference_settings(a, a.workers)
     return IndexJobConfig(
         batch_size=a.batch_size, workers=a.workers, chunk_rows=a.chunk_size, device=a.device,
-        ray=_ray_config(a),
+        ray=_ray_config(a), backend=inference.backend, threads=inference.threads,
+        quantize=inference.quantize,
     )  # fmt: skip
 
 
@@ -220,6 +224,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=WORKERS, default=2,
                    help="image-decoding processes (default: 2)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_inference_options(p, quantize=False)
     p.set_defaults(func=_cmd_embed)
 
 
@@ -227,8 +232,9 @@ def _cmd_embed(a: argparse.Namespace) -> int:
     from ..jobs.index import embed
 
     out = embed(
-        a.model, a.source, a.out, batch_size=a.batch_size, workers=a.workers, device=a.device
-    )
+        a.model, a.source, a.out, batch_size=a.batch_size, workers=a.workers, device=a.device,
+        backend=a.backend, threads=a.threads,
+    )  # fmt: skip
     rate = out.count / out.seconds if out.seconds else 0.0
     print(f"embedded {out.count:,} images ({out.dim}-d) in {out.seconds:.1f} s "
           f"({rate:.0f} images/s) -> {out.collection_dir}")  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ MAX_ASPECT = 20  # longer side / shorter side beyond which an image is refused (
 MAX_PIXELS = 90_000_000  # width x height beyond which an image is refused as a decompression bomb
 MAX_FILE_BYTES = 1 << 30  # files larger than this are refused unread
 DRAFT_MARGIN = 2  # JPEG DCT scaling keeps the shorter side >= this x the model's input side
+_BYTESIO = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
 class ImageError(Exception):
@@ -49,17 +51,28 @@ class Decoded:
     warnings: list[str] = field(default_factory=list)  # what Pillow warned about while decoding
 
 
-def scan_folder(root: str | Path) -> list[Path]:
-    """All image files under `root`, recursively, sorted by path (hidden files skipped)."""
+def scan_folder(root: str | Path, unreadable: list[Path] | None = None) -> list[Path]:
+    """All image files under `root`, recursively, sorted by path (hidden files skipped).
+
+    Links to files are listed (their target is read), links to folders are not followed.
+    Folders that cannot be listed are skipped, and appended to `unreadable` when given, so
+    that the caller does not take their images for deleted.
+    """
     root = Path(root)
     found = []
-    for path in root.rglob("*"):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("."):
-            continue
-        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
-            continue
-        if path.is_file():
-            found.append(path)
+
+    def failed(e: OSError) -> None:
+        if unreadable is not None and e.filename is not None:
+            unreadable.append(Path(e.filename))
+
+    for folder, dirs, files in os.walk(root, onerror=failed):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(folder) / name
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if path.is_file():
+                found.append(path)
     return sorted(found)
 
 
@@ -87,7 +100,8 @@ def decode_image(
 
     target : the side the image will be resized to (its shorter side); big JPEGs are then
         decoded at a reduced scale. None: full resolution.
-    Raises ImageError for anything that is not a usable image (see the module docstring).
+    Raises ImageError for anything that is not a usable image (see the module docstring), and
+    MemoryError as it is (not the file's fault).
     """
     caught: list[warnings.WarningMessage] = []
     try:
@@ -104,12 +118,13 @@ def decode_image(
                 img.load()
                 upright = ImageOps.exif_transpose(img)
                 image = convert(upright, mode)
-    except ImageError:
-        raise
+    except (ImageError, MemoryError):
+        raise  # running out of memory is not the file's fault: the caller may retry
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: refused as a possible decompression bomb ({e})") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data: report them all alike
-        raise ImageError(f"{name}: cannot decode ({type(e).__name__}: {e})") from None
+        why = _BYTESIO.sub("the data", str(e))  # "cannot identify image file <_io.BytesIO ...>"
+        raise ImageError(f"{name}: cannot decode ({type(e).__name__}: {why})") from None
     return Decoded(image, [f"{w.category.__name__}: {w.message}" for w in caught])
 
 

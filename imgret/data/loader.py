@@ -53,13 +53,6 @@ class Transient(str):
     running out): reported, but the file is not recorded as bad and is retried next run."""
 
 
-def _transient(e: BaseException) -> bool:
-    cause = e.__context__ if isinstance(e, ImageError) else e
-    return isinstance(cause, MemoryError | PermissionError) or (
-        isinstance(cause, OSError) and cause.errno is not None
-    )
-
-
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -100,9 +93,9 @@ class ImageDataset(Dataset):
                 decoded = decode_image(data, name=key, mode=mode, target=self.size)
                 image, warned = decoded.image, decoded.warnings
             return i, to_array(image, self.size, self.channels), None, digest, warned
-        except ImageError as e:
-            return i, None, Transient(e) if _transient(e) else str(e), digest, warned
-        except (OSError, MemoryError) as e:
+        except ImageError as e:  # the file's content: recorded as bad
+            return i, None, str(e), digest, warned
+        except (OSError, MemoryError) as e:  # reading it, or memory: not the file's fault
             why = Transient(f"{key}: cannot read ({e or type(e).__name__})")
             return i, None, why, digest, warned
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core.errors import UserError
+from ..core.paths import display
 from ..data.images import IMAGE_EXTENSIONS, scan_folder
 from ..data.sources import open_source
 from ..store.chunks import check_files
@@ -29,7 +30,15 @@ from ..store.opening import (
     remove_collection_files,
     upgrade_collection,
 )
-from .sync import Candidate, IndexJobConfig, SyncReport, file_stat, folder_candidates, sync
+from .sync import (
+    Candidate,
+    IndexJobConfig,
+    SyncReport,
+    calibration_for,
+    file_stat,
+    folder_candidates,
+    sync,
+)
 
 __all__ = [
     "index_folder", "add_paths", "remove_paths", "embed", "EmbedOutput", "IndexJobConfig",
@@ -39,15 +48,20 @@ __all__ = [
 Log = Callable[[str], None]
 
 
-def _scan(spec: str) -> tuple[str, list[Candidate], str | None]:
-    """(source name, candidates, key prefix of a folder or None for built-in sources)."""
+def _scan(spec: str, unreadable: list[Path]) -> tuple[str, list[Candidate], str | None]:
+    """(source name, candidates, key prefix of a folder or None for built-in sources); folders
+    that cannot be listed are appended to `unreadable`."""
     root = Path(spec).expanduser()
-    if root.is_dir() and not scan_folder(root) and not any(root.glob("train-images-idx3-ubyte*")):
+    if root.is_dir() and not scan_folder(root, unreadable) and not any(
+        root.glob("train-images-idx3-ubyte*")
+    ):
         root = root.resolve()
         return str(root), [], str(root) + os.sep  # an emptied folder: its items go
+    unreadable.clear()
     source = open_source(spec)
     if source.arrays is None and source.root is not None:
-        return source.name, folder_candidates(source.root), str(source.root) + os.sep
+        found = folder_candidates(source.root, unreadable)
+        return source.name, found, str(source.root) + os.sep
     candidates = [
         Candidate(k, lab, None, None) for k, lab in zip(source.keys, source.labels, strict=True)
     ]
@@ -96,7 +110,8 @@ def index_folder(
     t0 = time.perf_counter()
     config = config or IndexJobConfig()
     collection_dir = Path(collection_dir)
-    name, candidates, prefix = _scan(str(folder))
+    unreadable: list[Path] = []
+    name, candidates, prefix = _scan(str(folder), unreadable)
     existed = is_collection(collection_dir) and not replace_existing
     if not candidates and not existed:
         raise UserError(f"{folder}: no images found to index")
@@ -116,9 +131,12 @@ def index_folder(
             settings = coll.index_settings
         else:
             from ..models import registry
+            from ..models.backend import load_for_inference
 
             assert model is not None
-            embedder = registry.load(model, device=config.device)
+            embedder = load_for_inference(
+                model, config.inference(), calibration=calibration_for(candidates)
+            )
             info = registry.describe(model, embedder)
             settings = IndexSettings()
         if index_kind is not None or nprobe is not None:
@@ -138,7 +156,11 @@ def index_folder(
         check_files(coll.path / "embeddings", coll.store.chunks(), coll.dim)
         existing = coll.store.items_under(prefix or "builtin://")
         present = {c.key for c in candidates}
-        deleted = [k for k in existing if k not in present] if prefix else []
+        kept = tuple(str(u.resolve()) + os.sep for u in unreadable)  # not taken for deleted
+        deleted = [k for k in existing if k not in present and not k.startswith(kept)]
+        deleted = deleted if prefix else []
+        for u in unreadable:
+            log(f"cannot list the folder {display(str(u))}; its images stay as they were")
         return sync(
             coll, embedder, candidates, existing, deleted, config=config,
             rebuild_index=rebuild_index, progress=progress, log=log, t0=t0,
@@ -233,6 +255,8 @@ def embed(
     batch_size: int = 128,
     workers: int = 2,
     device: str = "cpu",
+    backend: str | None = None,
+    threads: int | None = None,
     progress: bool = True,
     log: Log = print,
 ) -> EmbedOutput:
@@ -240,7 +264,9 @@ def embed(
 
     `index_folder` is the incremental, resumable version.
     """
-    config = IndexJobConfig(batch_size=batch_size, workers=workers, device=device)
+    config = IndexJobConfig(batch_size=batch_size, workers=workers, device=device, threads=threads)
+    if backend is not None:
+        config = replace(config, backend=backend)
     report = index_folder(
         source_spec, out, model=model_ref, config=config, replace_existing=True,
         progress=progress, log=lambda _: None,

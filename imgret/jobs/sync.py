@@ -21,13 +21,17 @@ from ..core.paths import display
 from ..core.progress import progress_bar
 from ..data.images import scan_folder
 from ..data.sources import ImageSource, open_source
+from ..models.backend import Calibration, InferenceSettings, default_backend
 from ..scaleout.cluster import RayConfig
 from ..scaleout.index_shards import index_builder
 from ..store.collection import Collection
 from ..store.compact import maybe_compact
 from ..store.metadata import Item, MetaStore
 
-__all__ = ["IndexJobConfig", "SyncReport", "Candidate", "folder_candidates", "sync", "file_stat"]
+__all__ = [
+    "IndexJobConfig", "SyncReport", "Candidate", "folder_candidates", "sync", "file_stat",
+    "calibration_for",
+]  # fmt: skip
 
 Log = Callable[[str], None]
 
@@ -40,6 +44,16 @@ class IndexJobConfig:
     chunk_seconds: float = 30.0  # ... or commit after this many seconds of work
     device: str = "cpu"
     ray: RayConfig | None = None  # embed and build the index on Ray (imgret.scaleout)
+    backend: str = field(default_factory=default_backend)  # auto, torch or onnx (models.backend)
+    threads: int | None = None  # inference threads (None: the cores the decode workers leave)
+    quantize: bool = False  # run an int8 ONNX graph
+
+    def inference(self) -> InferenceSettings:
+        """How the model runs (imgret.models.backend)."""
+        return InferenceSettings(
+            backend=self.backend, device=self.device, threads=self.threads,
+            workers=self.workers, quantize=self.quantize,
+        )  # fmt: skip
 
 
 @dataclass
@@ -79,10 +93,11 @@ def file_stat(key: str) -> tuple[int | None, int | None]:
     return st.st_size, st.st_mtime_ns
 
 
-def folder_candidates(root: Path) -> list[Candidate]:
-    """Every image file under `root` with its label (the name of its sub-folder)."""
+def folder_candidates(root: Path, unreadable: list[Path] | None = None) -> list[Candidate]:
+    """Every image file under `root` with its label (the name of its sub-folder); folders that
+    cannot be listed are appended to `unreadable` (imgret.data.images.scan_folder)."""
     out = []
-    for p in scan_folder(root):
+    for p in scan_folder(root, unreadable):
         parts = p.relative_to(root).parts
         try:
             size, mtime = file_stat(str(p))
@@ -95,6 +110,13 @@ def folder_candidates(root: Path) -> list[Candidate]:
 def _builtin_name(key: str) -> str:
     name, split, _ = key[len("builtin://") :].split("/")
     return name if name == "digits" else f"{name}:{split}"
+
+
+def calibration_for(candidates: list[Candidate]) -> Calibration:
+    """How `--quantize` gets its calibration images: the first ones of these files."""
+    from ..data.loader import sample_batches
+
+    return lambda size, channels: sample_batches(_todo_source(candidates), size, channels)
 
 
 def _todo_source(todo: list[Candidate]) -> ImageSource:
@@ -119,7 +141,8 @@ def _embed_and_commit(
         from ..scaleout.embed import ray_embedded_batches
 
         batches = ray_embedded_batches(source, coll.model["ref"], config.ray,
-                                       batch_size=config.batch_size)  # fmt: skip
+                                       batch_size=config.batch_size,
+                                       inference=config.inference())  # fmt: skip
     else:
         loader = make_loader(
             source, size=embedder.image_size, channels=embedder.channels,
@@ -228,9 +251,11 @@ def sync(
     if todo:
         if embedder is None:
             from ..models import registry
+            from ..models.backend import load_for_inference
 
             ref = coll.model["ref"]
-            embedder = registry.load(ref, device=config.device)
+            calibration = calibration_for(todo)
+            embedder = load_for_inference(ref, config.inference(), calibration=calibration)
             coll.check_model(registry.describe(ref, embedder))
         _embed_and_commit(coll, embedder, todo, config, progress, report, is_new)
     coll.invalidate()
