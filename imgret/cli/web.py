@@ -50,8 +50,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int_in(1, 1024),
         default=1,
-        help="torch and BLAS threads per search (default: 1); the searches of concurrent "
-        "requests run in parallel, as many at once as there are cores per thread count",
+        help="torch, BLAS and FAISS threads per search (default: 1); concurrent searches "
+        "are ranked together in batches, and uploads are embedded as many at once as there are "
+        "cores per thread count",
     )
     p.set_defaults(func=_cmd_serve)
 
