@@ -10,7 +10,7 @@ with 1 actor x 2 threads and 2 actors x 1 thread, and Ray on a 2-node local clus
 (ray.cluster_utils.Cluster, 1 CPU per node, one actor on each). For each: the embedding loop
 alone (timestamped batches; start-up = time to the first batch beyond a steady batch;
 CPU-seconds per image from getrusage for the single process, from the actors' own CPU clocks
-for Ray), then `index_folder` end to end into a fresh collection; the peak resident memory of
+for Ray), then `index_folder` end to end into a fresh collection; the peak memory (PSS) of
 this process and all its descendants (Ray's processes included), sampled from /proc. Then the
 pieces of the 10-million-image plan (bench/scaleout_plan.py). Writes bench/results/scaleout.md.
 """
@@ -18,13 +18,11 @@ pieces of the 10-million-image plan (bench/scaleout_plan.py). Writes bench/resul
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import shutil
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # private clusters on this machine only
 
 import numpy as np  # noqa: E402
+
+from bench.proctree import ProcessTree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CALTECH = Path("/work/shared/datasets/caltech101")
@@ -53,62 +53,6 @@ def make_folder(n: int) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(files[i])
     return folder
-
-
-class ProcessTree:
-    """Samples the resident memory and CPU time of this process and all its descendants."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.peak = 0
-        self.cpu: dict[int, float] = {}  # pid -> last seen CPU seconds (descendants)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._thread.start()
-
-    def _sample(self) -> None:
-        stats = {}
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    text = Path(entry.path, "stat").read_text()
-                except OSError:
-                    continue
-                fields = text[text.rindex(")") + 2 :].split()
-                stats[int(entry.name)] = (int(fields[1]), fields)  # ppid, fields from state on
-        me = os.getpid()
-        tree, frontier = {me}, [me]
-        while frontier:
-            parent = frontier.pop()
-            kids = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
-            tree.update(kids)
-            frontier += kids
-        rss = 0
-        for pid in tree:
-            fields = stats[pid][1]
-            rss += int(fields[21]) * self._page
-            if pid != me:
-                self.cpu[pid] = (int(fields[11]) + int(fields[12])) / self._tick
-        self.peak = max(self.peak, rss)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    @contextmanager
-    def phase(self) -> Iterator[dict[str, float]]:
-        """{"peak_bytes", "cpu_seconds"} of what runs inside: this process and its children."""
-        self._sample()
-        self.peak = 0
-        before = dict(self.cpu)
-        mine = time.process_time()
-        out: dict[str, float] = {}
-        yield out
-        self._sample()
-        children = sum(c - before.get(pid, 0.0) for pid, c in self.cpu.items())
-        out.update(peak_bytes=self.peak, cpu_seconds=time.process_time() - mine + children)
 
 
 def _rusage_cpu() -> float:
@@ -166,7 +110,7 @@ def plan_threads_of(config: Any) -> int:
     return plan_threads(config.threads, config.workers).inference
 
 
-def ray_loop(folder: Path, actors: int, threads: int) -> dict[str, Any]:
+def ray_loop(folder: Path, actors: int, threads: int, tree: ProcessTree) -> dict[str, Any]:
     """The Ray Data pipeline's outputs, timed, with the actors' CPU clocks."""
     from imgret.data.sources import open_source
     from imgret.models.registry import canonical_ref
@@ -176,27 +120,79 @@ def ray_loop(folder: Path, actors: int, threads: int) -> dict[str, Any]:
     source = open_source(str(folder))
     config = RayConfig(actors=actors, threads=threads)
     t0 = time.time()
-    embeddings, cpu, workers, ready, images = {}, 0.0, set(), float("inf"), 0
-    driver: list[tuple[int, float]] = []  # (images so far, this process's CPU)
+    embeddings, cpu, ready, images = {}, 0.0, float("inf"), 0
+    workers: set[str] = set()
+    batches = []  # (started, images, actors' CPU) of each batch
     outputs = ray_embedded_outputs(source, canonical_ref(MODEL), config, batch_size=BATCH)
     for out in outputs:
         images += len(out["pos"])
-        driver.append((images, time.process_time()))
         cpu += float(np.sum(out["cpu_seconds"]))
         ready = min(ready, float(np.min(out["ready_at"])))
+        batches.append(_batch_facts(out))
         workers.update(os.fsdecode(w) for w in out["worker"])
         for key, e, err in zip(out["key"], out["embedding"], out["error"], strict=True):
             if not err:
                 embeddings[os.fsdecode(key)] = e
     last = time.time()
-    (n0, c0), (n1, c1) = driver[0], driver[-1]
     nodes = {w.split(":")[0] for w in workers}
     return {
         "images": images, "startup": ready - t0, "rate": _rate(images, ready, last),
         "cpu_per_image": cpu / images, "workers": len(workers), "nodes": len(nodes),
-        "driver_per_image": (c1 - c0) / (n1 - n0) if n1 > n0 else float("nan"),
-        "embeddings": embeddings, "how": f"{actors} actor(s) x {threads} thread(s)",
+        "window": _steady(tree, batches, last),
+        "embeddings": embeddings,
+        "how": f"{actors} actor(s) x {threads} thread(s)",
     }  # fmt: skip
+
+
+def _batch_facts(out: dict[str, np.ndarray]) -> tuple[float, int, float, float]:
+    """(started, images, the actor's CPU, its ready time) of one output batch."""
+    return (float(out["started_at"][0]), len(out["pos"]), float(np.sum(out["cpu_seconds"])),
+            float(out["ready_at"][0]))  # fmt: skip
+
+
+def _steady(tree: ProcessTree, batches: list[tuple[float, int, float, float]], last: float
+            ) -> dict[str, float]:  # fmt: skip
+    """The steady part of a run: from the moment every actor had loaded the model to the last
+    batch: seconds, images and actors' CPU of the batches begun in it, the driver's CPU and
+    all CPU (driver, Ray's processes, actors) in it."""
+    start = max(ready for *_, ready in batches)
+    begun = [(n, cpu) for started, n, cpu, _ in batches if started >= start]
+    if len(begun) < 2:  # too few batches after the last actor started: take them all
+        start = min(ready for *_, ready in batches)
+        begun = [(n, cpu) for _, n, cpu, _ in batches]
+    return {**tree.window(start, last), "images": sum(n for n, _ in begun),
+            "actors": sum(c for _, c in begun)}  # fmt: skip
+
+
+def driver_capacity(n: int, tree: ProcessTree) -> dict[str, Any]:
+    """The driver at speed: n tiny PNGs and a tiny model (16 px, 1280-d like the real one)
+    through the same pipeline, 2 actors x 1 thread: how fast rows stream back, what the
+    driver's process spends per image while they do."""
+    import torch
+    from PIL import Image
+
+    from imgret.data.sources import open_source
+    from imgret.models.autoencoder import ConvAutoencoder, save_model
+    from imgret.models.config import ModelConfig
+    from imgret.scaleout.cluster import RayConfig
+    from imgret.scaleout.embed import ray_embedded_outputs
+
+    folder, model_dir = WORK / f"tiny-{n}", WORK / "tiny-model"
+    if not folder.is_dir():
+        rng = np.random.default_rng(SEED)
+        (folder / "tiny").mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / "tiny" / f"{i:05d}.png")
+    torch.manual_seed(SEED)
+    config = ModelConfig(image_size=16, channels=3, embedding_dim=1280, width=4)
+    save_model(ConvAutoencoder(config), model_dir)
+    source = open_source(str(folder))
+    outputs = ray_embedded_outputs(source, str(model_dir), RayConfig(actors=2, threads=1),
+                                   batch_size=BATCH)  # fmt: skip
+    batches = [_batch_facts(out) for out in outputs]
+    return {"images": sum(n for _, n, _, _ in batches),
+            "window": _steady(tree, batches, time.time())}  # fmt: skip
 
 
 def end_to_end(folder: Path, ray: Any = None) -> float:
@@ -231,41 +227,52 @@ def run_configs(folder: Path, tree: ProcessTree) -> list[dict[str, Any]]:
     from imgret.scaleout.cluster import RayConfig
 
     load_for_inference(MODEL, IndexJobConfig().inference())  # export the ONNX graph once
-    runs = []
-    with tree.phase() as usage:
-        single = single_loop(folder)
-        single["end_to_end"] = end_to_end(folder)
-    single.update(name="single process", cluster_start=0.0, **usage)
-    runs.append(single)
+    t0 = time.time()
+    single = single_loop(folder)  # getrusage: this process and its decode workers
+    single["end_to_end"] = end_to_end(folder)
+    single.update(name="single process", cluster_start=0.0, peak_bytes=tree.peak(t0, time.time()),
+                  all_cpu_per_image=single["cpu_per_image"])  # fmt: skip
+    runs = [single]
     print(f"single: {single['rate']:.1f} images/s", flush=True)
 
-    t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    local_start = time.perf_counter() - t0
+    t0 = time.time()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    local_start = time.time() - t0
     for actors, threads in ((1, 2), (2, 1)):
-        with tree.phase() as usage:
-            run = ray_loop(folder, actors, threads)
-            run["end_to_end"] = end_to_end(folder, RayConfig(actors=actors, threads=threads))
-        run.update(name=f"Ray, local, {actors} x {threads}", cluster_start=local_start, **usage)
+        t0 = time.time()
+        run = ray_loop(folder, actors, threads, tree)
+        run["end_to_end"] = end_to_end(folder, RayConfig(actors=actors, threads=threads))
+        run.update(name=f"Ray, local, {actors} x {threads}", cluster_start=local_start,
+                   peak_bytes=tree.peak(t0, time.time()))  # fmt: skip
         runs.append(run)
         print(f"{run['name']}: {run['rate']:.1f} images/s", flush=True)
+    runs[2]["capacity"] = driver_capacity(3000, tree)
+    print(f"at speed: {runs[2]['capacity']}", flush=True)
+    # A second round of the two that decide the 1-machine target: how much they move.
+    again = single_loop(folder), ray_loop(folder, 2, 1, tree)
+    for r in again:
+        r.pop("embeddings")
+    runs[2]["again"] = {"single": again[0], "ray": again[1]}
+    print(f"again: single {again[0]['rate']:.1f}, 2 x 1 {again[1]['rate']:.1f}", flush=True)
     ray.shutdown()
 
-    with tree.phase() as usage:
-        t0 = time.perf_counter()
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-        cluster.add_node(num_cpus=1)
-        ray.init(address=cluster.address, logging_level="WARNING")
-        two_start = time.perf_counter() - t0
-        run = ray_loop(folder, 2, 1)
-        run["end_to_end"] = end_to_end(folder, RayConfig(address=cluster.address, actors=2))
-        ray.shutdown()
-        cluster.shutdown()
-    run.update(name="Ray, 2 nodes x 1 CPU, 2 x 1", cluster_start=two_start, **usage)
+    t0 = time.time()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, logging_level=logging.WARNING)
+    two_start = time.time() - t0
+    run = ray_loop(folder, 2, 1, tree)
+    run["end_to_end"] = end_to_end(folder, RayConfig(address=cluster.address, actors=2))
+    ray.shutdown()
+    cluster.shutdown()
+    run.update(name="Ray, 2 nodes x 1 CPU, 2 x 1", cluster_start=two_start,
+               peak_bytes=tree.peak(t0, time.time()))  # fmt: skip
     runs.append(run)
     print(f"{run['name']}: {run['rate']:.1f} images/s on {run['nodes']} nodes", flush=True)
     for r in runs[1:]:
         r["max_diff"] = max_difference(r.pop("embeddings"), single["embeddings"])
+        w = r["window"]
+        r["all_cpu_per_image"] = w["all"] / w["images"]
     single.pop("embeddings")
     return runs
 
@@ -281,8 +288,11 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     t_start = time.perf_counter()
     folder = make_folder(n)
-    tree = ProcessTree()
-    runs = run_configs(folder, tree)
+    tree = ProcessTree(WORK / "tree.log")
+    try:
+        runs = run_configs(folder, tree)
+    finally:
+        tree.close()
     plan = measure_plan(folder, WORK, quick=args.quick)
     write_report(args, n, runs, plan, load0, time.perf_counter() - t_start)
 

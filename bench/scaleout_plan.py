@@ -10,6 +10,8 @@ lists (timed at the list count of 10 million), encoding, and merging Ray shards.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import platform
@@ -95,6 +97,19 @@ def _commit_cpu_per_image(work: Path, dim: int, chunks: int = 4, rows: int = 409
     return cpu / (chunks * rows)
 
 
+def _sqlite_bytes_per_image(work: Path) -> float:
+    """meta.sqlite's size per item, its write-ahead log checkpointed into it first."""
+    import sqlite3
+
+    from imgret.store.opening import open_collection
+
+    path = work / "collection" / "meta.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return path.stat().st_size / len(open_collection(work / "collection"))
+
+
 def _index_parts(n: int, work: Path) -> dict[str, Any]:
     """Seconds (one FAISS thread) of each part of an ivfsq build, and the 10M plan's facts."""
     import faiss
@@ -164,7 +179,7 @@ def _index_parts(n: int, work: Path) -> dict[str, Any]:
     build_index(plan, rows, fetch, dim=DIM, settings=settings)
     out["single_wall"] = time.perf_counter() - t0
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     shard = max(1, n // 4)
     config = RayConfig(actors=1, shard_rows=shard)
     t0 = time.perf_counter()
@@ -198,11 +213,11 @@ def measure_plan(folder: Path, work: Path, *, quick: bool) -> dict[str, Any]:
         "decode_photo": _cpu_per_image(ImageSource("photos", photos, [None] * len(photos)), 224),
         "photo_bytes": float(np.mean([Path(p).stat().st_size for p in photos])),
         "chunk_bytes": chunk_bytes / len(coll),
-        "sqlite_bytes": (coll.path / "meta.sqlite").stat().st_size / len(coll),
         "key_bytes": float(np.mean([len(os.fsencode(k)) for k in coll.keys])),
         "dim": coll.dim,
         "driver_bytes": _driver_bytes_per_image(coll.keys),
         "commit_cpu": _commit_cpu_per_image(work, coll.dim),
+        "sqlite_bytes": _sqlite_bytes_per_image(work),  # after the commits: 16,000+ items
         "index": _index_parts(20_000 if quick else 100_000, work),
     }
     print(f"plan parts: {out}", flush=True)
@@ -217,7 +232,9 @@ def write_report(args: Any, n: int, runs: list[dict[str, Any]], plan: dict[str, 
     text = report_text(args, n, runs, plan, load0, os.getloadavg()[0], seconds,
                        platform.machine(), N_PLAN, DAY, PHOTO)  # fmt: skip
     out = ROOT / "bench" / "results" / "scaleout.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    print(f"wrote {out}")
+    raw = json.dumps({"runs": runs, "plan": plan}, indent=1, default=str)  # every input
+    for path, content in ((out, text), (out.with_suffix(".json"), raw)):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(content, encoding="utf-8")
+        tmp.replace(path)
+    print(f"wrote {out} and its measurements, {out.with_suffix('.json').name}")

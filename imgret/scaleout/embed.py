@@ -50,7 +50,7 @@ class EmbedActor:
 
         Text travels as file-system bytes (os.fsencode): a file name need not be UTF-8.
         """
-        started = time.process_time()  # this process's CPU, all its threads
+        started, at = time.process_time(), time.time()  # CPU: this process, all its threads
         keys = [os.fsdecode(k) for k in batch["key"]]
         data = ImageDataset(
             ImageSource("ray", keys, [None] * len(keys)), self.embedder.image_size,
@@ -78,6 +78,7 @@ class EmbedActor:
             "cpu_seconds": np.full(len(keys), cpu),  # the batch's CPU time, shared out
             "worker": _texts([self.worker] * len(keys)),
             "ready_at": np.full(len(keys), self.ready_at),
+            "started_at": np.full(len(keys), at),
         }
 
 
@@ -105,8 +106,9 @@ def ray_embedded_outputs(
     inference: InferenceSettings | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
     """The actors' outputs as they come: the columns of `EmbedActor.__call__`, with
-    "cpu_seconds" (each image's share of its batch's CPU time), "worker" (host/node:pid) and
-    "ready_at" (time.time() when that actor had loaded the model) for measuring."""
+    "cpu_seconds" (each image's share of its batch's CPU time), "worker" (host/node:pid),
+    "ready_at" (time.time() when that actor had loaded the model) and "started_at" (when it
+    began the batch) for measuring."""
     if source.arrays is not None:
         raise UserError(
             f"{source.name}: --ray embeds image files; embed built-in sources without --ray"
