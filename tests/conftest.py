@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
-from helpers import CLASSES, pattern_image
+# As `import imgret` does, before torch or faiss start OpenMP (the helpers import torch first):
+# spinning OpenMP threads make FAISS many times slower when the cores are shared.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from helpers import CLASSES, pattern_image  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
