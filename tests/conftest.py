@@ -7,6 +7,9 @@ import os
 # As `import imgret` does, before torch or faiss start OpenMP (the helpers import torch first):
 # spinning OpenMP threads make FAISS many times slower when the cores are shared.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# PyTorch unless a test asks for ONNX (exports take seconds); set on import, so that configs
+# built when the test modules are collected (IndexJobConfig's backend) see it too.
+os.environ.setdefault("IMGRET_BACKEND", "torch")
 
 from pathlib import Path  # noqa: E402
 
@@ -17,9 +20,7 @@ from helpers import CLASSES, pattern_image  # noqa: E402
 
 @pytest.fixture(autouse=True, scope="session")
 def _inference_defaults(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """PyTorch unless a test asks for ONNX (exports take seconds), and a private cache folder
-    (CLI subprocesses inherit both)."""
-    os.environ.setdefault("IMGRET_BACKEND", "torch")
+    """A private cache folder for ONNX exports (CLI subprocesses inherit it)."""
     os.environ["IMGRET_CACHE_DIR"] = str(tmp_path_factory.mktemp("imgret-cache"))
 
 

@@ -215,6 +215,34 @@ def test_a_rename_is_made_durable_by_an_fsync_of_the_folder(
     assert ("fsync", str(tmp_path)) in kinds[:i]  # the new folder's entry too
 
 
+@pytest.mark.parametrize("mmap", [False, True])
+def test_npy_files_read_back_without_numpys_header_parser(tmp_path: Path, mmap: bool) -> None:
+    """read_npy reads what np.save writes (np.load's ast.literal_eval fails in two threads at
+    once on CPython < 3.11.9) and refuses what it should not read."""
+    path = tmp_path / "a.npy"
+    arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.zeros((0, 64), np.float32),
+              np.asfortranarray(np.arange(6.0).reshape(2, 3)), np.array([7], np.int64),
+              np.array(2.5), np.array(["ab", "c"])]  # fmt: skip
+    for a in arrays:
+        np.save(path, a)
+        b = atomic.read_npy(path, mmap=mmap)
+        assert b.shape == a.shape and b.dtype == a.dtype and np.array_equal(a, b)
+    np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="objects"):
+        atomic.read_npy(path, mmap=mmap)
+    np.save(path, np.ones((100, 4), np.float32))
+    with open(path, "r+b") as f:
+        f.truncate(200)
+    with pytest.raises(ValueError, match="too short"):
+        atomic.read_npy(path, mmap=mmap)
+    for junk in (b"", b"\x93NUMPY", b"PK\x03\x04 a zip"):
+        path.write_bytes(junk)
+        with pytest.raises(ValueError):
+            atomic.read_npy(path, mmap=mmap)
+    with pytest.raises(FileNotFoundError):
+        atomic.read_npy(tmp_path / "missing.npy", mmap=mmap)
+
+
 # -- 6. readers and writers --------------------------------------------------------------------
 
 

@@ -4,7 +4,9 @@ A file is written under a temporary name beside its destination, fsynced, rename
 destination, and the folder is fsynced, so the rename itself survives a power loss. A write
 that runs out of space raises DiskFullError (a UserError) and leaves the old file in place.
 Temporary names look like ``.NAME.XXXXXXXX.tmp``; `remove_stale_temps` deletes those a killed
-process left behind.
+process left behind. `read_npy` reads the .npy files back (np.load parses their header with
+ast.literal_eval, which CPython before 3.11.9 cannot run in two threads at once: a search
+beside a writer failed with "SystemError: AST constructor recursion depth mismatch").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import errno
 import json
 import os
 import re
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ import numpy as np
 from .errors import DiskFullError
 
 __all__ = [
-    "atomic_path", "write_json", "read_json", "write_npy", "write_text", "fsync_dir",
+    "atomic_path", "write_json", "read_json", "write_npy", "read_npy", "write_text", "fsync_dir",
     "make_dir", "remove_stale_temps", "is_disk_full", "TEMP_PATTERN",
 ]  # fmt: skip
 
@@ -116,3 +119,41 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path, needed=int(array.nbytes)) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_HEADER = re.compile(  # what np.save writes for a plain array (no objects, no fields)
+    r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': (False|True), "
+    r"'shape': \(((?:\d+, ?)*\d*)\), \}\s*"
+)
+
+
+def read_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
+    """The array of a .npy file written by np.save (a read-only memory map with `mmap`).
+
+    FileNotFoundError when missing; ValueError when it is not such a file or is too short.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(8)
+        if len(magic) < 8 or magic[:6] != _NPY_MAGIC or magic[6] not in (1, 2, 3):
+            raise ValueError("not a .npy file")
+        size_format = "<H" if magic[6] == 1 else "<I"
+        raw = f.read(struct.calcsize(size_format))
+        if len(raw) < struct.calcsize(size_format):
+            raise ValueError("truncated .npy header")
+        header = f.read(struct.unpack(size_format, raw)[0]).decode("latin1")
+        offset = f.tell()
+        found = _NPY_HEADER.fullmatch(header)
+        if found is None:
+            raise ValueError(f"unexpected .npy header {header[:80]!r}")
+        dtype = np.dtype(found[1])
+        if dtype.hasobject:
+            raise ValueError("a .npy file of Python objects (never read: it would unpickle)")
+        shape = tuple(int(n) for n in found[3].split(",") if n.strip())
+        order = "F" if found[2] == "True" else "C"
+        count = int(np.prod(shape, dtype=np.int64))
+        if os.fstat(f.fileno()).st_size < offset + count * dtype.itemsize:
+            raise ValueError(f"{count * dtype.itemsize:,} bytes of data expected, file too short")
+        if not mmap or count == 0:  # (a memory map of nothing cannot be made)
+            return np.fromfile(f, dtype=dtype, count=count).reshape(shape, order=order)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import TEMP_PATTERN, fsync_dir
+from ..core.atomic import TEMP_PATTERN, fsync_dir, read_npy
 from ..core.crashpoints import crash_point
 from ..core.errors import DamagedError, UserError
 from .chunks import chunk_first_row, data_sha256, read_chunk
@@ -167,10 +167,10 @@ def _copy_readable(damaged: Path, work: Path, ready: Path) -> list[str]:
     used = [0]
     for p in (folder / "embeddings").glob("chunk-*.npy"):
         with contextlib.suppress(OSError, ValueError):
-            used.append((chunk_first_row(p.name) or 0) + len(np.load(p, mmap_mode="r")))
+            used.append((chunk_first_row(p.name) or 0) + len(read_npy(p, mmap=True)))
     for p in folder.glob("index-*.rows.npy"):
         with contextlib.suppress(OSError, ValueError):
-            rows = np.load(p)
+            rows = read_npy(p)
             used.append(int(rows.max()) + 1 if len(rows) else 0)
     with fresh.transaction() as db:
         db.execute("INSERT INTO state (name, value) VALUES ('next_row', ?) ON CONFLICT(name) "
@@ -244,7 +244,7 @@ def _chunks_holding(coll: Collection, rows: np.ndarray, listed: set[str]) -> lis
         if p.name in listed or first is None:
             continue
         with contextlib.suppress(OSError, ValueError):
-            arr = np.load(p, mmap_mode="r")
+            arr = read_npy(p, mmap=True)
             if arr.ndim != 2 or arr.shape[1] != coll.dim or arr.dtype != np.float32:
                 continue
             c = ChunkRecord(p.name, first, len(arr), data_sha256(arr))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import fsync_dir, make_dir, write_npy
+from ..core.atomic import fsync_dir, make_dir, read_npy, write_npy
 from ..core.errors import DamagedError
 from .database import repair_hint
 from .metadata import ChunkRecord
@@ -104,7 +104,7 @@ def check_files(folder: Path, manifest: Sequence[ChunkRecord], dim: int) -> None
 def read_chunk(path: Path, chunk: ChunkRecord, dim: int) -> np.ndarray:
     """The (n_rows, dim) float32 memory map of a chunk; DamagedError when it does not match."""
     try:
-        arr = np.load(path, mmap_mode="r")
+        arr = read_npy(path, mmap=True)
     except FileNotFoundError:
         raise DamagedError(path, "missing (an embedding chunk the collection lists)",
                            repair_hint(path.parent.parent)) from None  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import atomic_path, read_json, write_json, write_npy
+from ..core.atomic import atomic_path, read_json, read_npy, write_json, write_npy
 from ..core.crashpoints import crash_point
 from ..core.errors import DamagedError
 from ..core.vectors import faiss_module
@@ -351,7 +351,7 @@ def _load_generation(folder: Path, meta: dict[str, Any], mmap: bool) -> LoadedIn
         raise DamagedError(path, f"unreadable FAISS index ({detail})", _index_hint(folder)
                            ) from None  # fmt: skip
     try:
-        rows = np.load(rows_path)
+        rows = read_npy(rows_path)
     except (OSError, ValueError, EOFError) as e:
         raise DamagedError(rows_path, f"unreadable ({e})", _index_hint(folder)) from None
     if rows.ndim != 1 or index.ntotal != len(rows) or index.d != meta.get("dim", index.d):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.atomic import fsync_dir, make_dir, read_json, write_json
+from ..core.atomic import fsync_dir, make_dir, read_json, read_npy, write_json
 from ..core.clustering import Clustering, ElbowCurve
 from ..core.errors import DamagedError, UserError
 from .collection import FORMAT, FORMAT_VERSION, Collection, index_doc, settings_from
@@ -205,14 +205,14 @@ def upgrade_collection(path: str | Path) -> Collection:
     try:
         model = dict(info["model"])
         items = read_json(path / "items.json")
-        emb = np.load(path / "embeddings.npy")
+        emb = read_npy(path / "embeddings.npy")
         keys, labels = items["keys"], items["labels"]
         if emb.ndim != 2 or len(emb) != len(keys) or len(keys) != len(labels):
             raise ValueError(f"{emb.shape} embeddings for {len(keys)} keys, {len(labels)} labels")
         clustering = None
         if (path / "clusters.json").exists():
             doc = read_json(path / "clusters.json")
-            clustering = (doc, np.load(path / "centroids.npy"), np.load(path / "assignments.npy"))
+            clustering = (doc, read_npy(path / "centroids.npy"), read_npy(path / "assignments.npy"))
     except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
         raise DamagedError(path, f"an old (format 1) collection that cannot be read ({e})",
                            "make it again: `imgret embed MODEL FOLDER --out COLLECTION`"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_path, read_json, write_json
+from ..core.atomic import atomic_path, read_json, read_npy, write_json
 from ..core.progress import progress_bar
 from ..core.vectors import normalize
 from ..data.loader import iter_batches
@@ -96,7 +96,7 @@ def embed_views(
         stop = min(start + CHUNK, n)
         path = None if cache is None else cache / f"views-{c:05d}.npy"
         if path is not None and path.is_file():
-            out[start:stop] = np.load(path).astype(np.float32)
+            out[start:stop] = read_npy(path).astype(np.float32)
             bar.update(stop - start)
             continue
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + c)
