@@ -20,7 +20,7 @@ import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -150,7 +150,7 @@ def read_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
         if dtype.hasobject:
             raise ValueError("a .npy file of Python objects (never read: it would unpickle)")
         shape = tuple(int(n) for n in found[3].split(",") if n.strip())
-        order = "F" if found[2] == "True" else "C"
+        order: Literal["C", "F"] = "F" if found[2] == "True" else "C"
         count = int(np.prod(shape, dtype=np.int64))
         if os.fstat(f.fileno()).st_size < offset + count * dtype.itemsize:
             raise ValueError(f"{count * dtype.itemsize:,} bytes of data expected, file too short")

@@ -170,8 +170,8 @@ def _copy_readable(damaged: Path, work: Path, ready: Path) -> list[str]:
             used.append((chunk_first_row(p.name) or 0) + len(read_npy(p, mmap=True)))
     for p in folder.glob("index-*.rows.npy"):
         with contextlib.suppress(OSError, ValueError):
-            rows = read_npy(p)
-            used.append(int(rows.max()) + 1 if len(rows) else 0)
+            row_ids = read_npy(p)
+            used.append(int(row_ids.max()) + 1 if len(row_ids) else 0)
     with fresh.transaction() as db:
         db.execute("INSERT INTO state (name, value) VALUES ('next_row', ?) ON CONFLICT(name) "
                    "DO UPDATE SET value = MAX(value, excluded.value)", (max(used),))  # fmt: skip
