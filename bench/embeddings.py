@@ -1,6 +1,7 @@
 """Cached backbone embeddings of whole datasets, so that every experiment embeds an image once.
 
     python -m bench.embeddings cifar10 efficientnet-lite0 224     # embed (resumable), then exit
+    python -m bench.embeddings cifar10 efficientnet-lite0 160 --views 4   # augmented views
 
 A dataset's images (every image of `caltech101`, or `train/` and `test/` of `cifar10`, sorted
 by path) are embedded by a pretrained backbone through ONNX Runtime (imgret's fast path:
@@ -124,6 +125,26 @@ def backbone_embeddings(
     }
 
 
+def view_embeddings(
+    dataset: str, ref: str, views: int = 4, seed: int = 0, *, threads: int = 1, log: Log = print
+) -> np.ndarray:
+    """`views` augmented views of every image of a dataset, embedded by `ref` (a pretrained
+    name with size and pooling) exactly as `imgret adapt` makes them (imgret.training.views,
+    default augmentations) -> (n, views, dim) float32, rows in `dataset_source` order."""
+    from imgret.models import registry
+    from imgret.models.backend import InferenceSettings, load_for_inference
+    from imgret.training.views import ViewConfig, embed_views
+
+    model = load_for_inference(ref, InferenceSettings(backend="onnx", threads=threads, workers=1))
+    cache = WORK / dataset / f"views-{registry.canonical_ref(ref)}-v{views}-s{seed}"
+    t0 = time.perf_counter()
+    facts = {"ref": registry.canonical_ref(ref)}
+    out = embed_views(model, dataset_source(dataset), ViewConfig(views=views, seed=seed),
+                      cache=cache, model_facts=facts, log=log)  # fmt: skip
+    log(f"  {dataset} views of {ref}: {time.perf_counter() - t0:.0f} s")
+    return out
+
+
 def rows_of(keys: np.ndarray, wanted: list[str]) -> np.ndarray:
     """Rows of `keys` (n,) holding the `wanted` keys, in their order -> (m,) int64."""
     where = {k: i for i, k in enumerate(keys.tolist())}
@@ -145,8 +166,13 @@ def main() -> None:
     p.add_argument("size", type=int)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--views", type=int, help="embed this many augmented views of each image "
+                   "instead (GeM pooling), as imgret adapt does")  # fmt: skip
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.views:
+        view_embeddings(a.dataset, f"{a.name}@{a.size}:gem", a.views, threads=a.threads)
+        return
     emb = backbone_embeddings(a.dataset, a.name, a.size, threads=a.threads, workers=a.workers)
     print(f"{a.dataset} {a.name}@{a.size}: {len(emb['keys']):,} images, "
           f"{emb['images_per_s']:.1f} images/s")  # fmt: skip

@@ -53,8 +53,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--patience",
         type=int_in(1, 100_000),
-        default=5,
-        help="stop after this many epochs without a better validation loss (default: 5)",
+        help="stop after this many epochs without a better validation loss (default: the "
+        "objective's: 5, contrastive 10)",
     )
     p.add_argument(
         "--val-fraction",
@@ -73,6 +73,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--temperature", type=float_in(0, 100, above=True),
         help="contrastive softmax temperature (default: 0.5)",
+    )  # fmt: skip
+    p.add_argument(
+        "--neighbor-positives", type=float_in(0, 1), metavar="SHARE",
+        help="contrastive: share of positives replaced by the nearest neighbour among recent "
+        "training images (NNCLR; default: 0)",
     )  # fmt: skip
     p.add_argument(
         "--mask-ratio",
@@ -144,11 +149,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = value
     changes = {
-        "lr": a.lr, "patience": a.patience, "val_fraction": a.val_fraction, "flip": not a.no_flip,
+        "lr": a.lr, "val_fraction": a.val_fraction, "flip": not a.no_flip,
         "seed": a.seed, "workers": a.workers, "augment": a.augment, "mask_ratio": a.mask_ratio,
     }  # fmt: skip
-    for key, value in (("epochs", a.epochs), ("batch_size", a.batch_size),
-                       ("schedule", a.schedule), ("temperature", a.temperature)):  # fmt: skip
+    for key, value in (("epochs", a.epochs), ("batch_size", a.batch_size), ("patience", a.patience),
+                       ("schedule", a.schedule), ("temperature", a.temperature),
+                       ("neighbor_positives", a.neighbor_positives)):  # fmt: skip
         if value is not None:
             changes[key] = value
     tc = TrainConfig(objective=objective, **changes)

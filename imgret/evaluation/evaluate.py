@@ -31,6 +31,7 @@ from ..core.clustering import Clustering, elbow_curve, fit_kmeans
 from ..core.errors import UserError
 from ..core.vectors import drop_excluded, normalize, pca
 from ..data.benchmarks import Benchmark, is_benchmark_name, labelled_split, load_benchmark
+from ..data.loader import sample_batches
 from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
 from ..models.pixels import PixelEmbedder
@@ -254,7 +255,9 @@ def embed_split(
         embedder: Any = PixelEmbedder(bench.image_size, bench.channels)
         pca_dim = int(model[4:]) if model.startswith("pca-") else 0
     else:
-        embedder = load_for_inference(model, inference)
+        # --quantize calibrates the int8 graph on the first database images
+        embedder = load_for_inference(model, inference, calibration=lambda size, channels: (
+            sample_batches(bench.database, size, channels)))  # fmt: skip
     timings: dict[str, float] = {}
     out: dict[str, Any] = {}
     skipped: list[tuple[str, str]] = []

@@ -121,7 +121,9 @@ def train_adapt_head(
             group["lr"] = config.lr * 0.5 * (1 + np.cos(np.pi * step / config.steps))
         i = torch.randperm(n, generator=gen)[:batch]
         s1 = torch.randint(0, slots, (batch,), generator=gen)
-        s2 = (s1 + torch.randint(1, slots, (batch,), generator=gen)) % slots  # another slot
+        s2 = s1  # another slot of the same image (or, with no views, of a neighbour)
+        if slots > 1:
+            s2 = (s1 + torch.randint(1, slots, (batch,), generator=gen)) % slots
         j = i
         if nbrs is not None:
             pick = nbrs[i, torch.randint(0, nbrs.shape[1], (batch,), generator=gen)]

@@ -38,6 +38,10 @@ class TrainConfig:
     seed: int = 0  # one seed for the split, initialisation, shuffling and flips
     augment: str = "auto"  # views of imgret.training.augment.AUGMENT_PRESETS; "auto": by channels
     temperature: float = 0.5  # softmax temperature of the contrastive (NT-Xent) loss
+    # contrastive: share of positives replaced by the nearest neighbour of the other view among
+    # recent training embeddings (NNCLR, Dwibedi et al. 2021); 0 = plain SimCLR
+    neighbor_positives: float = 0.0
+    support_size: int = 8192  # recent training embeddings searched for those neighbours
     mask_ratio: float = 0.5  # share of 4x4 patches zeroed in the denoising objective's input
     schedule: str | None = None  # learning rate per step: "constant" or "cosine" (decay to 0)
     workers: int = 2  # data-loader worker processes for image folders (0 = main process)

@@ -3,7 +3,8 @@
 Objectives: "reconstruction" (MSE of the autoencoder), "denoising" (reconstruct the image from
 a masked copy) and "contrastive" (SimCLR: two augmented views of an image should be nearest
 neighbours among the batch; NT-Xent loss on a projection head; the embedding is taken before
-the head). A model may end with a PCA-whitening of its embedding, fitted on the training images.
+the head; optionally with NNCLR's nearest-neighbour positives). A model may end with a
+PCA-whitening of its embedding, fitted on the training images.
 """
 
 from __future__ import annotations
@@ -89,6 +90,41 @@ def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float) -> torch.Ten
     return nn.functional.cross_entropy(sim, target)
 
 
+class Support:
+    """The last `size` training projections (unit rows), searched for nearest neighbours."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rows: torch.Tensor | None = None  # (<= size, d)
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor | None:
+        """(B, d) unit rows -> each one's nearest support row (B, d), or None until full."""
+        if self.rows is None or len(self.rows) < self.size:
+            return None
+        return self.rows[(z.detach() @ self.rows.T).argmax(1)]
+
+    def add(self, z: torch.Tensor) -> None:
+        z = z.detach()
+        self.rows = z if self.rows is None else torch.cat([self.rows, z])[-self.size :]
+
+
+def _contrastive_loss(
+    p1: torch.Tensor, p2: torch.Tensor, cfg: TrainConfig, gen: torch.Generator,
+    support: Support | None,
+) -> torch.Tensor:  # fmt: skip
+    """NT-Xent of two views' projections; with a `support`, a share of the first views is
+    replaced by its nearest neighbour among recent training images (NNCLR)."""
+    if support is None or cfg.neighbor_positives <= 0:
+        return nt_xent(p1, p2, cfg.temperature)
+    z1 = nn.functional.normalize(p1, dim=1)
+    near = support.nearest(z1)
+    support.add(z1)
+    if near is not None:
+        swap = (torch.rand(len(z1), generator=gen) < cfg.neighbor_positives).to(z1.device)
+        z1 = torch.where(swap[:, None], near, z1)
+    return nt_xent(z1, p2, cfg.temperature)
+
+
 def _batch_loss(
     model: ConvAutoencoder,
     x: torch.Tensor,
@@ -97,15 +133,17 @@ def _batch_loss(
     gen: torch.Generator,
     device: str,
     training: bool,
+    support: Support | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(loss summed over the batch's units, number of units) for the objective of `cfg`.
 
     Units are pixels for the reconstruction objectives and images for the contrastive one.
+    `support` (training only) holds the recent projections for neighbour positives.
     """
     if cfg.objective == "contrastive":
         v1, v2 = augment(x, aug, gen).to(device), augment(x, aug, gen).to(device)
-        loss = nt_xent(model.project(model.encode(v1)), model.project(model.encode(v2)),
-                       cfg.temperature)  # fmt: skip
+        p1, p2 = model.project(model.encode(v1)), model.project(model.encode(v2))
+        loss = _contrastive_loss(p1, p2, cfg, gen, support if training else None)
         return loss * len(x), len(x)
     if cfg.flip and training:
         x = _flip(x, gen)
@@ -136,6 +174,7 @@ def _run_epoch(
     step: tuple[int, int],
     desc: str,
     progress: bool,
+    support: Support | None = None,
 ) -> float:
     """One pass; trains when `optimizer` is given. Returns the mean loss per unit.
 
@@ -149,7 +188,9 @@ def _run_epoch(
     )
     with torch.set_grad_enabled(optimizer is not None):
         for i, x in enumerate(bar):
-            loss, units = _batch_loss(model, x, cfg, aug, gen, device, optimizer is not None)
+            loss, units = _batch_loss(
+                model, x, cfg, aug, gen, device, optimizer is not None, support
+            )
             if optimizer is not None:
                 _set_lr(optimizer, cfg, (step[0] + i) / max(step[1], 1))
                 optimizer.zero_grad(set_to_none=True)
@@ -255,6 +296,8 @@ def train_autoencoder(
     n_train_batches = math.ceil(len(train_images) / cfg.batch)
     n_val_batches = math.ceil(len(val_images) / cfg.batch)
     stale = len(history) - best_epoch if history else 0
+    # NNCLR's support set; not part of the resumable state (a resumed run refills it)
+    support = Support(cfg.support_size) if cfg.neighbor_positives > 0 else None
     for epoch in range(start_epoch, cfg.n_epochs + 1):
         if stale >= cfg.wait:
             break
@@ -264,7 +307,7 @@ def train_autoencoder(
         train_loss = _run_epoch(
             model, _batches(train_images, cfg.batch, gen), n_train_batches, device, optimizer,
             aug_gen, cfg, ((epoch - 1) * n_train_batches, cfg.n_epochs * n_train_batches),
-            f"epoch {epoch}/{cfg.n_epochs} train", progress,
+            f"epoch {epoch}/{cfg.n_epochs} train", progress, support,
         )  # fmt: skip
         # The same validation views every epoch, so that validation losses compare.
         val_gen = torch.Generator().manual_seed(cfg.seed * 100_043)

@@ -1,0 +1,265 @@
+"""Choosing the settings of the pretrained path on VALIDATION queries (issue 13).
+
+Works on the backbone embeddings that `python -m bench.embeddings DATASET NAME SIZE` caches
+(every image of a dataset embedded once, both poolings), so that each setting costs a
+re-scoring, not an embedding. Every figure printed is on `PROTOCOL:val` (the validation
+queries of ../shared/BENCHMARKS.md against the protocol's database minus them) unless the
+command says `--split`; test queries are never used here.
+
+    python scripts/validation.py pooling caltech101                  # avg vs GeM, +/- re-ranking
+    python scripts/validation.py rerank caltech101                   # DBA / alpha-QE grid
+    python scripts/validation.py pseudo caltech101 --clusters 50 100 200 --lr 1e-4 1e-3
+    python scripts/validation.py finetune-lr caltech101             # labelled heads, 1e-4 vs 1e-3
+    python scripts/validation.py size caltech101 --sizes 160 192 224 256
+    python scripts/validation.py backbones caltech101                # lite0/1/2 at their sizes
+    python scripts/validation.py adapt caltech101 --neighbors 0 5 ... (see --help)
+
+Each command's output is kept in bench/results/validation.json and rendered into
+bench/results/validation.md (a section of BENCHMARKS.md), with the command that printed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.embeddings import backbone_embeddings, rows_of  # noqa: E402
+from imgret.core.vectors import normalize  # noqa: E402
+from imgret.data.benchmarks import load_benchmark  # noqa: E402
+from imgret.evaluation.evaluate import evaluate_embeddings, rerank_split  # noqa: E402
+from imgret.retrieval.rerank import RerankConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+OUTPUT: list[str] = []
+NATIVE = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+    OUTPUT.append(line)
+
+
+def save(command: str, seconds: float, threads: int) -> None:
+    """Keep this command's output (its last run) and render bench/results/validation.md."""
+    from imgret.core.atomic import read_json, write_json, write_text
+
+    log_path = RESULTS / "validation.json"
+    log = read_json(log_path) if log_path.exists() else {}
+    log[command] = {
+        "date": time.strftime("%Y-%m-%d"), "seconds": round(seconds),
+        "machine": f"{platform.machine()}, {threads} threads", "output": OUTPUT,
+    }  # fmt: skip
+    write_json(log_path, log)
+    lines = [
+        "## Settings chosen on validation queries (scripts/validation.py)",
+        "",
+        "Every figure here is on the validation queries (`PROTOCOL:val`: disjoint from the "
+        "test queries, against the protocol's database minus them); the test queries were "
+        "not used to choose anything. Backbone embeddings as cached by `python -m "
+        "bench.embeddings`. What each command printed:",
+    ]  # fmt: skip
+    for cmd, run in log.items():
+        lines += ["", f"`{cmd}` ({run['date']}, {run['seconds']} s, {run['machine']}):", ""]
+        lines += [f"    {line}" for line in run["output"]]
+    write_text(RESULTS / "validation.md", "\n".join(lines) + "\n")
+
+
+class Split:
+    """Cached embeddings of one benchmark split: queries, database and their labels."""
+
+    def __init__(self, protocol: str, name: str, size: int, pooling: str, split: str) -> None:
+        emb = backbone_embeddings(protocol, name, size)
+        self.bench = load_benchmark(f"{protocol}:{split}" if split != "test" else protocol)
+        q = rows_of(emb["keys"], self.bench.queries.keys)
+        db = rows_of(emb["keys"], self.bench.database.keys)
+        self.q, self.db = normalize(emb[pooling][q]), normalize(emb[pooling][db])
+        self.ql, self.dbl = emb["labels"][q], emb["labels"][db]
+        self.db_rows = db  # rows of the dataset cache, for view caches in the same order
+        self.images_per_s = float(emb["images_per_s"])
+
+    def score(self, q: np.ndarray | None = None, db: np.ndarray | None = None) -> dict[str, float]:
+        b = self.bench
+        overall, _, _ = evaluate_embeddings(
+            self.q if q is None else q, list(self.ql), self.db if db is None else db,
+            list(self.dbl), map_ks=(b.k_map,) if b.k_map else (), ks=(10,),
+            with_all="mAP@all" in b.metrics,
+        )  # fmt: skip
+        return {m: overall[m] for m in b.metrics}
+
+    def rerank(self, q: np.ndarray, db: np.ndarray, cfg: RerankConfig | None = None):  # noqa: ANN201
+        return rerank_split(q, db, cfg or RerankConfig())
+
+
+def fmt(figures: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
+
+
+def cmd_pooling(a: argparse.Namespace) -> None:
+    for pooling in ("avg", "gem"):
+        s = Split(a.protocol, a.model, a.size or NATIVE[a.model], pooling, a.split)
+        say(f"{a.model}@{a.size or NATIVE[a.model]}:{pooling}: {fmt(s.score())}; "
+            f"+ rerank: {fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
+
+
+def cmd_rerank(a: argparse.Namespace) -> None:
+    """The grid of `imgret evaluate --rerank` settings (DBA computed once per DBA value)."""
+    from imgret.retrieval.rerank import database_augmentation, exact_knn, query_expansion
+
+    s = Split(a.protocol, a.model, a.size or NATIVE[a.model], a.pooling, a.split)
+    say(f"no re-ranking: {fmt(s.score())}")
+    for dba, alpha in itertools.product(a.dba, a.alpha):
+        db = database_augmentation(s.db, dba, alpha)
+        knn = exact_knn(db)
+        for qe in a.qe:
+            q = query_expansion(s.q, db, qe, alpha, knn=knn)
+            say(f"DBA {dba:2d}, alpha-QE {qe:2d}, alpha {alpha:g}: {fmt(s.score(q, db))}")
+
+
+def _head(x: np.ndarray, labels: list[str], apply: list[np.ndarray], **cfg: Any) -> list:
+    from imgret.training.finetune import FinetuneConfig, finetune_head
+
+    head, _ = finetune_head(x, labels, FinetuneConfig(seed=0, **cfg))
+    with torch.inference_mode():
+        return [head(torch.from_numpy(np.ascontiguousarray(v))).numpy() for v in apply]
+
+
+def cmd_pseudo(a: argparse.Namespace) -> None:
+    from imgret.training.finetune import pseudo_labels
+
+    s = Split(a.protocol, a.model, a.size or NATIVE[a.model], a.pooling, a.split)
+    say(f"base: {fmt(s.score())}; + rerank: {fmt(s.score(*s.rerank(s.q, s.db)))}")
+    for k in a.clusters:
+        labels = pseudo_labels(s.db, k, seed=0)
+        for lr in a.lr:
+            hq, hdb = _head(s.db, labels, [s.q, s.db], lr=lr)
+            say(f"pseudo-labels K = {k}, lr {lr:g}: {fmt(s.score(hq, hdb))}; "
+                f"+ rerank: {fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
+
+
+def cmd_finetune_lr(a: argparse.Namespace) -> None:
+    s = Split(a.protocol, a.model, a.size or NATIVE[a.model], a.pooling, a.split)
+    say(f"base: {fmt(s.score())}")
+    order = np.random.default_rng(0).permutation(len(s.db))
+    for frac in a.fractions:
+        pick = order[: max(2, round(frac * len(s.db)))]
+        labels = s.dbl[pick].tolist()
+        per_class = np.median(np.unique(labels, return_counts=True)[1])
+        for lr in a.lr:
+            hq, hdb = _head(s.db[pick], labels, [s.q, s.db], lr=lr)
+            reranked = fmt(s.score(*s.rerank(hq, hdb)))
+            say(f"{frac:.0%} of the labels ({len(pick)}, median {per_class:g} per class), "
+                f"lr {lr:g}: {fmt(s.score(hq, hdb))}; + rerank: {reranked}")  # fmt: skip
+
+
+def cmd_size(a: argparse.Namespace) -> None:
+    for size in a.sizes:
+        s = Split(a.protocol, a.model, size, a.pooling, a.split)
+        say(f"{a.model}@{size}:{a.pooling}: {fmt(s.score())}; + rerank: "
+            f"{fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
+
+
+def cmd_backbones(a: argparse.Namespace) -> None:
+    for name in a.models:
+        s = Split(a.protocol, name, NATIVE[name], a.pooling, a.split)
+        say(f"{name}@{NATIVE[name]}:{a.pooling}: {fmt(s.score())}; + rerank: "
+            f"{fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
+
+
+def cmd_adapt(a: argparse.Namespace) -> None:
+    """Adaptation heads (imgret.training.adapt) on the database's cached views, one per grid
+    point; the head never sees a query."""
+    from dataclasses import replace
+
+    from bench.embeddings import view_embeddings
+    from imgret.training.adapt import AdaptConfig, train_adapt_head
+
+    size = a.size or NATIVE[a.model]
+    s = Split(a.protocol, a.model, size, a.pooling, a.split)
+    say(f"base {a.model}@{size}:{a.pooling}: {fmt(s.score())}; "
+        f"+ rerank: {fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
+    if max(a.use_views) > 0:
+        views = view_embeddings(a.protocol, f"{a.model}@{a.view_size}:{a.pooling}", a.views)
+        views = views[s.db_rows]
+    else:  # neighbours only: no view cache needed
+        views = np.zeros((len(s.db), 0, s.db.shape[1]), np.float32)
+    ok = ~np.isnan(views).any(axis=(1, 2))
+    grid = itertools.product(a.neighbors, a.neighbor_p, a.temperature, a.steps, a.use_views)
+    for k, p_nn, t, steps, v in grid:
+        cfg = replace(AdaptConfig(), neighbors=k, neighbor_p=p_nn, temperature=t, steps=steps,
+                      batch_size=a.batch_size, hidden=a.hidden, lr=a.lr)  # fmt: skip
+        t0 = time.perf_counter()
+        head, losses = train_adapt_head(s.db[ok], views[ok][:, :v], cfg)
+        took = time.perf_counter() - t0
+        with torch.inference_mode():
+            hq = head(torch.from_numpy(s.q)).numpy()
+            hdb = head(torch.from_numpy(s.db)).numpy()
+        say(f"views {v} @{a.view_size}, K {k}, p {p_nn:g}, T {t:g}, {steps} steps, batch "
+            f"{a.batch_size}, hidden {a.hidden}, lr {a.lr:g} ({took:.0f} s, loss "
+            f"{np.mean(losses[-50:]):.3f}): {fmt(s.score(hq, hdb))}; + rerank: "
+            f"{fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    cmds = {"pooling": cmd_pooling, "rerank": cmd_rerank, "pseudo": cmd_pseudo,
+            "finetune-lr": cmd_finetune_lr, "size": cmd_size, "backbones": cmd_backbones,
+            "adapt": cmd_adapt}  # fmt: skip
+    for name in cmds:
+        s = sub.add_parser(name)
+        s.add_argument("protocol", choices=("cifar10", "caltech101"))
+        s.add_argument("--model", default="efficientnet-lite0")
+        s.add_argument("--size", type=int)
+        s.add_argument("--pooling", default="gem")
+        s.add_argument("--split", default="val", choices=("val", "val:small"))
+        if name == "rerank":
+            s.add_argument("--dba", type=int, nargs="*", default=[0, 5, 10, 20])
+            s.add_argument("--qe", type=int, nargs="*", default=[0, 5, 10, 20])
+            s.add_argument("--alpha", type=float, nargs="*", default=[3.0])
+        if name == "pseudo":
+            s.add_argument("--clusters", type=int, nargs="*", default=[100])
+            s.add_argument("--lr", type=float, nargs="*", default=[1e-4, 1e-3])
+        if name == "finetune-lr":
+            s.add_argument("--fractions", type=float, nargs="*", default=[0.01, 0.1])
+            s.add_argument("--lr", type=float, nargs="*", default=[1e-4, 1e-3])
+        if name == "size":
+            s.add_argument("--sizes", type=int, nargs="*", default=[160, 192, 224, 256])
+        if name == "adapt":
+            s.add_argument("--view-size", type=int, default=160)
+            s.add_argument("--views", type=int, default=4, help="views cached per image")
+            s.add_argument("--use-views", type=int, nargs="*", default=[4])
+            s.add_argument("--neighbors", type=int, nargs="*", default=[5])
+            s.add_argument("--neighbor-p", type=float, nargs="*", default=[0.5])
+            s.add_argument("--temperature", type=float, nargs="*", default=[0.1])
+            s.add_argument("--steps", type=int, nargs="*", default=[2000])
+            s.add_argument("--batch-size", type=int, default=512)
+            s.add_argument("--hidden", type=int, default=1024)
+            s.add_argument("--lr", type=float, default=1e-3)
+        if name == "backbones":
+            s.add_argument("--models", nargs="*", default=list(NATIVE))
+    p.add_argument("--threads", type=int, default=1, help="torch and FAISS threads")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    import faiss
+
+    faiss.omp_set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    cmds[a.cmd](a)
+    save("python scripts/validation.py " + shlex.join(sys.argv[1:]), time.perf_counter() - t0,
+         a.threads)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
