@@ -31,7 +31,7 @@ lint: install
 
 # Benchmarks: each part writes bench/results/<part>.md; bench/assemble.py joins the parts
 # into BENCHMARKS.md. `make bench-quick` runs smaller settings in a few minutes.
-BENCH_PARTS ?= quality pretrained scale web
+BENCH_PARTS ?= quality pretrained scale throughput web
 
 bench: install
 	for part in $(BENCH_PARTS); do $(PY) -m bench.$$part || exit 1; done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PARTS = ("quality", "pretrained", "label_free_heads", "scale", "web")
+PARTS = ("quality", "pretrained", "label_free_heads", "scale", "throughput", "web")
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = """# imgret benchmarks
 

@@ -14,7 +14,8 @@ Speed: images/s of `imgret`'s own embedding path (imgret.models.backend.load_for
 ONNX Runtime, and imgret.models.embed.embed_source: decoding from the files included, one
 decode worker) on the same fixed images of each protocol, every model timed in the same run,
 in alternating rounds (lite0, lite1, lite2, lite0, ...), median of the rounds: the models
-share whatever load the machine has. Writes bench/results/backbones.md and backbones.png.
+share whatever load the machine has. Writes bench/results/backbones.md and backbones.png
+(backbones-<models>-<protocols>.* when --models or --protocols pick a part).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ PROTOCOLS = ("caltech101", "cifar10")
 SPEED_IMAGES = {"caltech101": 256, "cifar10": 1024}  # the first database images of each
 
 
-def quality(protocol: str, split: str = "test") -> dict[str, dict[str, dict[str, float]]]:
+def quality(
+    protocol: str, split: str = "test", models: dict[str, int] = MODELS
+) -> dict[str, dict[str, dict[str, float]]]:
     """{model: {"plain"|"rerank": {metric: value}}} from the cached embeddings."""
     from imgret.core.vectors import normalize
     from imgret.data.benchmarks import load_benchmark
@@ -46,7 +49,7 @@ def quality(protocol: str, split: str = "test") -> dict[str, dict[str, dict[str,
 
     bench = load_benchmark(protocol if split == "test" else f"{protocol}:{split}")
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, size in MODELS.items():
+    for name, size in models.items():
         emb = backbone_embeddings(protocol, name, size)
         q = normalize(emb["gem"][rows_of(emb["keys"], bench.queries.keys)])
         db = normalize(emb["gem"][rows_of(emb["keys"], bench.database.keys)])
@@ -136,7 +139,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def render(results: dict[str, Any], command: str, seconds: float) -> str:
+def render(results: dict[str, Any], command: str, seconds: float, png: str) -> str:
     lines = [
         "## Pretrained backbones: quality against speed (bench/backbones.py)",
         "",
@@ -148,7 +151,7 @@ def render(results: dict[str, Any], command: str, seconds: float) -> str:
         f"first {SPEED_IMAGES['caltech101']} Caltech-101 / {SPEED_IMAGES['cifar10']} CIFAR-10 "
         "database images, all models in the same run in alternating rounds, median of 3.",
         "",
-        "![quality against speed](backbones.png)",
+        f"![quality against speed]({png})",
     ]
     for protocol in [p for p in PROTOCOLS if p in results]:
         r = results[protocol]
@@ -179,30 +182,36 @@ def main() -> None:
     p.add_argument("--int8", action="store_true", help="also lite0 int8 (issue 12)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     a = p.parse_args()
+    models = {m: MODELS[m] for m in a.models}
     from imgret.core.atomic import write_text
 
     t0 = time.perf_counter()
     results: dict[str, Any] = {"load": os.getloadavg()[0]}
     for protocol in a.protocols:
-        refs = [f"{n}@{s}:gem" for n, s in MODELS.items()]
+        refs = [f"{n}@{s}:gem" for n, s in models.items()]
         if a.int8:
             refs.insert(1, "efficientnet-lite0@224:gem+int8")
         measured = speed(protocol, refs, a.rounds)
         results[protocol] = {
             "metric": "mAP@all" if protocol == "caltech101" else "mAP@1000",
-            "quality": quality(protocol),
+            "quality": quality(protocol, models=models),
             "speed": {k.replace(":gem", ""): v for k, v in measured.items()},
         }
         if a.int8:
             results[protocol]["int8"] = int8_quality(protocol)
     command = "python -m bench.backbones" + (" --int8" if a.int8 else "") + (
-        "" if a.protocols == list(PROTOCOLS) else " --protocols " + " ".join(a.protocols))
+        "" if a.protocols == list(PROTOCOLS) else " --protocols " + " ".join(a.protocols)) + (
+        "" if a.models == list(MODELS) else " --models " + " ".join(a.models))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(results, RESULTS / "backbones.png")
-    write_text(RESULTS / "backbones.md", render(results, command, time.perf_counter() - t0))
-    (RESULTS / "backbones.json").write_text(json.dumps(results, indent=1))
-    print((RESULTS / "backbones.md").read_text())
+    name = "backbones" if a.models == list(MODELS) else "backbones-" + "-".join(a.models)
+    name += "" if a.protocols == list(PROTOCOLS) else "-" + "-".join(a.protocols)
+    plot(results, RESULTS / f"{name}.png")
+    write_text(RESULTS / f"{name}.md", render(results, command, time.perf_counter() - t0,
+                                                       f"{name}.png"))
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
+    print((RESULTS / f"{name}.md").read_text())
 
 
 if __name__ == "__main__":

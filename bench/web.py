@@ -401,6 +401,25 @@ async def thin_attack(server: Server, n: int = 20) -> dict:
             "rss_growth": mem.peak["VmRSS"] - before}  # fmt: skip
 
 
+def thin_before_after() -> None:
+    """The thin-image attack on the old service (2eb900f) and on the new one, printed."""
+    coll_dir = build_collection()
+    for name, server in (("old service (2eb900f)", lambda: Server(old_collection(coll_dir),
+                                                                    old=True)),
+                         ("new service", lambda: Server(coll_dir))):  # fmt: skip
+        s = server()
+        try:
+            print(f"{name}: {_thin_line(asyncio.run(thin_attack(s)))}", flush=True)
+        finally:
+            s.stop()
+
+
+def _thin_line(thin: dict) -> str:
+    return (f"a 1x100000 PNG ({thin['bytes']} bytes) posted 20 times at once: answers "
+            f"{', '.join(map(str, thin['statuses']))}, the slowest in {thin['max_s']:.2f} s, "
+            f"resident memory +{thin['rss_growth'] / 2**20:.0f} MiB")  # fmt: skip
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -408,7 +427,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10 s per load phase instead of 30 s")
     ap.add_argument("--clients", type=int, default=20, help="concurrent clients (default: 20)")
+    ap.add_argument("--thin-only", action="store_true",
+                    help="only the thin-image attack, old service and new (printed)")  # fmt: skip
     args = ap.parse_args()
+    if args.thin_only:
+        thin_before_after()
+        return
     seconds = 10.0 if args.quick else 30.0
     load_before = os.getloadavg()[0]
     coll_dir = build_collection()
@@ -435,6 +459,7 @@ def main() -> None:
             run = load(old, ("item",), (None,))
             out["old_id"] = summarize(run)
         out["old_memory"] = mem.peak
+        out["old_thin"] = asyncio.run(thin_attack(old))
     finally:
         old.stop()
     print("2. and 3. the new service", flush=True)
@@ -528,9 +553,8 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
         f"{add['search']['p95']:.0f} ms. Afterwards {add['found']} of {add['count']} added images "
         "were the first result of a search by their own file (score > 0.999).",
         "",
-        f"Thin-image attack: a 1x100000 PNG ({thin['bytes']} bytes) posted 20 times at once: "
-        f"answers {', '.join(map(str, thin['statuses']))}, the slowest in {thin['max_s']:.2f} s, "
-        f"resident memory +{thin['rss_growth'] / mib:.0f} MiB.",
+        f"Thin-image attack, new service: {_thin_line(thin)}; the old service (2eb900f): "
+        f"{_thin_line(out['old_thin'])}.",
         "",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
