@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -204,18 +205,25 @@ class Server:
 
 
 class MemoryPeak:
-    """The highest resident memory of a server while the block runs (sampled every 0.2 s)."""
+    """The highest resident memory of a server while the block runs (sampled every 0.2 s);
+    with `kill_above` (bytes), the server is killed when its resident memory passes it."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, kill_above: int | None = None) -> None:
         self.server = server
         self.peak: dict[str, int] = {}
+        self.kill_above = kill_above
+        self.killed = False
         self._stop = threading.Event()
 
     def __enter__(self) -> MemoryPeak:
         def sample() -> None:
-            while not self._stop.is_set():
-                for name, value in self.server.memory().items():
-                    self.peak[name] = max(self.peak.get(name, 0), value)
+            while not self._stop.is_set() and self.server.proc.poll() is None:
+                with contextlib.suppress(OSError):  # the process may have just ended
+                    for name, value in self.server.memory().items():
+                        self.peak[name] = max(self.peak.get(name, 0), value)
+                if self.kill_above and self.peak.get("VmRSS", 0) > self.kill_above:
+                    self.server.proc.kill()  # before it takes the machine's memory
+                    self.killed = True
                 self._stop.wait(0.2)
 
         self._thread = threading.Thread(target=sample, daemon=True)
@@ -382,22 +390,29 @@ def thin_png(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))  # fmt: skip
 
 
+THIN_KILL_BYTES = 6 << 30  # a server past 6 GiB resident under the attack is killed
+
+
 async def thin_attack(server: Server, n: int = 20) -> dict:
     import httpx
 
     data = thin_png(1, 100_000)
     before = server.memory()["VmRSS"]
-    with MemoryPeak(server) as mem:
+    with MemoryPeak(server, kill_above=THIN_KILL_BYTES) as mem:
         async with httpx.AsyncClient(base_url=server.base, timeout=120) as http:
 
-            async def one() -> tuple[int, float]:
+            async def one() -> tuple[int | str, float]:
                 t0 = time.perf_counter()
-                r = await http.post("/api/search", files={"file": ("thin.png", data, "image/png")})
+                try:
+                    upload = {"file": ("thin.png", data, "image/png")}
+                    r = await http.post("/api/search", files=upload)
+                except httpx.HTTPError:
+                    return "no answer", time.perf_counter() - t0
                 return r.status_code, time.perf_counter() - t0
 
             answers = await asyncio.gather(*(one() for _ in range(n)))
-    return {"bytes": len(data), "statuses": sorted({s for s, _ in answers}),
-            "max_s": max(t for _, t in answers),
+    return {"bytes": len(data), "statuses": sorted({str(s) for s, _ in answers}),
+            "max_s": max(t for _, t in answers), "killed": mem.killed,
             "rss_growth": mem.peak["VmRSS"] - before}  # fmt: skip
 
 
@@ -415,9 +430,11 @@ def thin_before_after() -> None:
 
 
 def _thin_line(thin: dict) -> str:
+    killed = (f" (killed by the benchmark when it passed {THIN_KILL_BYTES >> 30} GiB resident)"
+              if thin.get("killed") else "")  # fmt: skip
     return (f"a 1x100000 PNG ({thin['bytes']} bytes) posted 20 times at once: answers "
             f"{', '.join(map(str, thin['statuses']))}, the slowest in {thin['max_s']:.2f} s, "
-            f"resident memory +{thin['rss_growth'] / 2**20:.0f} MiB")  # fmt: skip
+            f"resident memory +{thin['rss_growth'] / 2**20:,.0f} MiB{killed}")  # fmt: skip
 
 
 # -- main -----------------------------------------------------------------------------------
