@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PARTS = ("quality", "pretrained", "label_free_heads", "scale", "throughput", "web")
@@ -21,12 +22,18 @@ def main() -> None:
     order = [files[p] for p in PARTS if p in files] + [
         f for name, f in files.items() if name not in PARTS
     ]
-    text = HEADER + "".join("\n" + f.read_text(encoding="utf-8").strip() + "\n" for f in order)
+    text = HEADER + "".join("\n" + _from_root(f.read_text(encoding="utf-8")).strip() + "\n"
+                            for f in order)  # fmt: skip
     out = ROOT / "BENCHMARKS.md"
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
     print(f"wrote {out} from {len(order)} part(s)")
+
+
+def _from_root(part: str) -> str:
+    """A part's pictures, linked beside it (bench/results/), linked from the repository root."""
+    return re.sub(r"\]\(([\w.-]+\.png)\)", r"](bench/results/\1)", part)
 
 
 if __name__ == "__main__":

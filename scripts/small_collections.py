@@ -43,7 +43,8 @@ OBJECTIVES = ("reconstruction", "denoising", "contrastive")
 
 
 def train(source: str, objective: str | None, out: Path, extra: list[str]) -> dict:
-    """`imgret train SOURCE --out OUT [--objective O] EXTRA` (kept when already trained)."""
+    """`imgret train SOURCE --out OUT [--objective O] EXTRA` (kept when already trained);
+    "seconds" are the epochs' own, from history.json (a kept model's too)."""
     args = ["train", source, "--out", str(out), "--workers", "0", *extra]
     if objective:
         args += ["--objective", objective]
@@ -54,7 +55,9 @@ def train(source: str, objective: str | None, out: Path, extra: list[str]) -> di
     if code != 0:
         raise SystemExit(f"imgret {' '.join(args)} failed ({code})")
     doc = json.loads((out / "model.json").read_text())
-    return {"seconds": time.perf_counter() - t0, "objective": doc["train"]["objective"],
+    history = json.loads((out / "history.json").read_text())  # every epoch, resumed ones too
+    seconds = sum(e.get("seconds", 0.0) for e in history) or time.perf_counter() - t0
+    return {"seconds": seconds, "objective": doc["train"]["objective"],
             "best_val_loss": doc.get("best_val_loss"), "epochs": doc.get("best_epoch")}  # fmt: skip
 
 
@@ -114,7 +117,11 @@ def render(log: dict) -> None:
         "does, on the collection's 1,000 database images only (digits: all 1,797), and scored "
         "as `imgret evaluate M COLLECTION [--rerank]` does. `default` is what `imgret train` "
         "picks without `--objective`. `:val:small` rows chose the rule; `:small` and digits "
-        "rows are the reported check.",
+        "rows are the reported check. Names: `contrastive` = whitened to 128 dims (the default "
+        "before the whitening rule; `--whiten 128`), `-nowhite` = `--whiten 0`, "
+        "`default-whitenrule` = `imgret train` with no option since the rule (a contrastive "
+        "model whitened only with 20 training images per dimension), `-whitenrule` rows were "
+        "trained in that run. train s: the epochs' own seconds (history.json).",
     ]
     for coll, rows in log.items():
         metric = "mAP@all" if coll.startswith("caltech") else "mAP@100" if coll == "digits" \

@@ -6,7 +6,7 @@ from helpers import rank
 
 from imgret.core.clustering import elbow_curve, find_elbow, fit_kmeans
 from imgret.core.errors import UserError
-from imgret.core.vectors import normalize, top_k
+from imgret.core.vectors import knn, normalize, top_k
 from imgret.store.collection import Collection
 from imgret.store.opening import create_collection, open_collection
 
@@ -41,6 +41,23 @@ def test_top_k_pads_with_minus_one() -> None:
     scores, ids = top_k(np.array([[0.1, 0.9, -np.inf]]), 4)
     assert ids.tolist() == [[1, 0, -1, -1]]
     assert scores[0, :2].tolist() == pytest.approx([0.9, 0.1])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_knn_is_the_brute_force_with_ties_in_database_order(metric: str) -> None:
+    rng = np.random.default_rng(3)
+    db = rng.integers(-2, 3, size=(50, 4)).astype(np.float32)  # many exact ties
+    q = rng.integers(-2, 3, size=(7, 4)).astype(np.float32)
+    full = q @ db.T if metric == "cosine" else -((q[:, None] - db[None]) ** 2).sum(-1)
+    scores, ids = knn(q, db, 9, metric)
+    for r in range(len(q)):  # best first; equal scores in database order, as a stable sort
+        order = np.argsort(-full[r], kind="stable")
+        kth = full[r, order[8]]
+        assert scores[r].tolist() == pytest.approx(full[r, order[:9]].tolist())
+        sure = full[r, order[:9]] > kth  # above the k-th score: exactly these ids
+        assert ids[r][sure].tolist() == order[:9][sure].tolist()
+        assert np.all(np.diff(ids[r][scores[r] == kth]) > 0)
+    assert knn(q, db[:3], 5, metric)[1][:, 3:].tolist() == [[-1, -1]] * 7  # fewer than k
 
 
 def _collection(tmp_path: Path) -> Collection:

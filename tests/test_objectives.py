@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
 
+from imgret.cli import main
 from imgret.training.config import TrainConfig
 from imgret.training.trainer import Support
 
@@ -23,3 +28,30 @@ def test_support_keeps_the_last_rows_and_finds_nearest_neighbours() -> None:
 
 def test_neighbor_positives_is_off_by_default() -> None:
     assert TrainConfig().neighbor_positives == 0.0
+
+
+def test_contrastive_whitens_only_with_enough_images_per_dimension() -> None:
+    from imgret.training.config import IMAGES_PER_WHITENED_DIM, objective_model_defaults
+
+    enough = IMAGES_PER_WHITENED_DIM * 128
+    assert objective_model_defaults("contrastive", 3, 512)["whiten_dim"] == 128
+    assert objective_model_defaults("contrastive", 3, 512, n_images=enough)["whiten_dim"] == 128
+    assert objective_model_defaults("contrastive", 3, 512, n_images=enough - 1)["whiten_dim"] == 0
+    assert objective_model_defaults("contrastive", 1, 64, n_images=20 * 64)["whiten_dim"] == 64
+    assert objective_model_defaults("reconstruction", 3, 512, n_images=10) == {}
+
+
+def test_imgret_train_on_a_small_folder_trains_contrastive_without_whitening(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    args = ["train", str(image_folder), "--out", str(out), "--epochs", "1", "--image-size",
+            "16", "--embedding-dim", "16", "--width", "4", "--batch-size", "8",
+            "--workers", "0"]  # fmt: skip
+    assert main(args) == 0  # 27 files: far fewer than 20 per whitened dimension
+    assert "not whitened (fewer than 20 images per dimension" in capsys.readouterr().out
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["train"]["objective"] == "contrastive" and doc["model"]["whiten_dim"] == 0
+    explicit = tmp_path / "w"
+    assert main([*args[:3], str(explicit), *args[4:], "--whiten", "8"]) == 0  # asked: kept
+    assert json.loads((explicit / "model.json").read_text())["model"]["whiten_dim"] == 8

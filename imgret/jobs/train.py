@@ -15,7 +15,7 @@ from ..data.benchmarks import open_training_source
 from ..data.loader import decode_all, split_indices, to_float
 from ..data.sources import ImageSource
 from ..models.config import ModelConfig
-from ..training.config import TrainConfig, objective_model_defaults
+from ..training.config import IMAGES_PER_WHITENED_DIM, TrainConfig, objective_model_defaults
 from ..training.trainer import train_autoencoder
 from ..viz.plots import plot_losses, plot_reconstructions
 
@@ -88,12 +88,18 @@ def train(
         source = replace(source.subset(pick), name=f"{source.name} (sample of {limit})")
     if model_config is None:
         base = replace(suggest_model_config(source), **(overrides or {}))
-        defaults = objective_model_defaults(tc.objective, base.channels, base.embedding_dim)
+        defaults = objective_model_defaults(tc.objective, base.channels, base.embedding_dim,
+                                            n_images=len(source))  # fmt: skip
         mc = replace(base, **{**defaults, **(overrides or {})})
     else:
         mc = model_config
+    whitening = f", whitened to {mc.whiten_dim} dims" if mc.whiten_dim else ""
+    asked = "whiten_dim" in (overrides or {})
+    if tc.objective == "contrastive" and not mc.whiten_dim and not asked:
+        whitening = (f", not whitened (fewer than {IMAGES_PER_WHITENED_DIM} images per "
+                     "dimension to fit it on)")  # fmt: skip
     log(f"training on {len(source):,} images from {source.name}: {mc.image_size}px, "
-        f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding, {tc.objective} "
+        f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding{whitening}, {tc.objective} "
         "objective")  # fmt: skip
     t0 = time.perf_counter()
     result = train_autoencoder(source, mc, tc, out, device=device, progress=progress, log=log)

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TrainConfig", "OBJECTIVES", "DEFAULT_OBJECTIVE", "objective_model_defaults"]
+__all__ = [
+    "TrainConfig", "OBJECTIVES", "DEFAULT_OBJECTIVE", "IMAGES_PER_WHITENED_DIM",
+    "objective_model_defaults",
+]  # fmt: skip
 
 OBJECTIVES = ("reconstruction", "denoising", "contrastive")
 
@@ -72,18 +75,30 @@ class TrainConfig:
         return int(self.patience or 0)
 
 
-def objective_model_defaults(objective: str, channels: int, embedding_dim: int) -> dict[str, Any]:
-    """ModelConfig fields that suit an objective, as measured (bench/results/quality.md).
+# The PCA-whitening of a contrastive model is fitted on its training images: only when there
+# are at least this many per whitened dimension (2,560 for 128). On 1,000-image collections a
+# whitening cost up to 0.22 mAP on validation queries (bench/results/small_collections.md).
+IMAGES_PER_WHITENED_DIM = 20
 
-    Contrastive models have no decoder, a projection head, and a PCA-whitening to 128 dims;
-    their feature map is flattened for grayscale images (aligned objects such as Fashion-MNIST)
-    and averaged for RGB photos.
+
+def objective_model_defaults(
+    objective: str, channels: int, embedding_dim: int, n_images: int | None = None
+) -> dict[str, Any]:
+    """ModelConfig fields that suit an objective, for `n_images` training images (None: many).
+
+    Contrastive models have no decoder, a projection head, and a PCA-whitening to 128 dims
+    when there are enough images to fit it (IMAGES_PER_WHITENED_DIM); their feature map is
+    flattened for grayscale images (aligned objects such as Fashion-MNIST) and averaged for
+    RGB photos (bench/results/quality.md).
     """
     if objective != "contrastive":
         return {}
+    whiten = min(128, embedding_dim)
+    if n_images is not None and n_images < IMAGES_PER_WHITENED_DIM * whiten:
+        whiten = 0
     return {
         "decoder": "none",
         "projection_dim": 128,
         "pool": "flatten" if channels == 1 else "avg",
-        "whiten_dim": min(128, embedding_dim),
+        "whiten_dim": whiten,
     }
