@@ -25,7 +25,6 @@ bench/results/label_free_heads.md (a section of BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import time
@@ -33,8 +32,10 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import run_log
 import torch
 import torch.nn.functional as F
+from run_log import say  # scripts/run_log.py
 from torch import nn
 
 from imgret.core.vectors import normalize
@@ -44,37 +45,20 @@ from imgret.training.finetune import PSEUDO_LABEL_LR, FinetuneConfig, finetune_h
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench-out" / "pretrained"
-RESULTS = ROOT / "bench" / "results"
-OUTPUT: list[str] = []  # what this run printed, for the results log
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
-    OUTPUT.append(line)
+HEADER = [
+    "## Label-free adaptations of the pretrained embeddings, tried "
+    "(scripts/label_free_heads.py)",
+    "",
+    "EfficientNet-Lite0 GeM embeddings at 224 px as cached by `python -m bench.pretrained`; "
+    "labels used only for scoring. What each command printed:",
+]  # fmt: skip
 
 
 def save(command: str, seconds: float, threads: int) -> None:
-    """Keep this command's output (the last run of each command) and render the section."""
-    from imgret.core.atomic import read_json, write_json, write_text
-
-    log_path = RESULTS / "label_free_heads.json"
-    log = read_json(log_path) if log_path.exists() else {}
-    log[command] = {
-        "date": time.strftime("%Y-%m-%d"), "seconds": round(seconds),
-        "machine": f"{platform.machine()}, {threads} threads", "output": OUTPUT,
-    }  # fmt: skip
-    write_json(log_path, log)
-    lines = [
-        "## Label-free adaptations of the pretrained embeddings, tried "
-        "(scripts/label_free_heads.py)",
-        "",
-        "EfficientNet-Lite0 GeM embeddings at 224 px as cached by `python -m bench.pretrained`; "
-        "labels used only for scoring. What each command printed:",
-    ]  # fmt: skip
-    for cmd, run in log.items():
-        lines += ["", f"`{cmd}` ({run['date']}, {run['seconds']} s, {run['machine']}):", ""]
-        lines += [f"    {line}" for line in run["output"]]
-    write_text(RESULTS / "label_free_heads.md", "\n".join(lines) + "\n")
+    """Keep this command's output (its last run) and render bench/results/label_free_heads.md."""
+    run_log.save("label_free_heads", HEADER, command, seconds, threads)
 
 
 def load(name: str) -> dict[str, np.ndarray]:

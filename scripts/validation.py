@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import shlex
 import sys
 import time
@@ -34,6 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import run_log  # noqa: E402
+from run_log import say  # noqa: E402 - scripts/run_log.py
+
 from bench.embeddings import backbone_embeddings, rows_of  # noqa: E402
 from imgret.core.vectors import normalize  # noqa: E402
 from imgret.data.benchmarks import load_benchmark  # noqa: E402
@@ -41,39 +43,22 @@ from imgret.evaluation.evaluate import evaluate_embeddings, rerank_split  # noqa
 from imgret.retrieval.rerank import RerankConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-OUTPUT: list[str] = []
 NATIVE = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
-    OUTPUT.append(line)
+HEADER = [
+    "## Settings chosen on validation queries (scripts/validation.py)",
+    "",
+    "Every figure here is on the validation queries (`PROTOCOL:val`: disjoint from the "
+    "test queries, against the protocol's database minus them); the test queries were "
+    "not used to choose anything. Backbone embeddings as cached by `python -m "
+    "bench.embeddings`. What each command printed:",
+]  # fmt: skip
 
 
 def save(command: str, seconds: float, threads: int) -> None:
     """Keep this command's output (its last run) and render bench/results/validation.md."""
-    from imgret.core.atomic import read_json, write_json, write_text
-
-    log_path = RESULTS / "validation.json"
-    log = read_json(log_path) if log_path.exists() else {}
-    log[command] = {
-        "date": time.strftime("%Y-%m-%d"), "seconds": round(seconds),
-        "machine": f"{platform.machine()}, {threads} threads", "output": OUTPUT,
-    }  # fmt: skip
-    write_json(log_path, log)
-    lines = [
-        "## Settings chosen on validation queries (scripts/validation.py)",
-        "",
-        "Every figure here is on the validation queries (`PROTOCOL:val`: disjoint from the "
-        "test queries, against the protocol's database minus them); the test queries were "
-        "not used to choose anything. Backbone embeddings as cached by `python -m "
-        "bench.embeddings`. What each command printed:",
-    ]  # fmt: skip
-    for cmd, run in log.items():
-        lines += ["", f"`{cmd}` ({run['date']}, {run['seconds']} s, {run['machine']}):", ""]
-        lines += [f"    {line}" for line in run["output"]]
-    write_text(RESULTS / "validation.md", "\n".join(lines) + "\n")
+    run_log.save("validation", HEADER, command, seconds, threads)
 
 
 class Split:

@@ -93,11 +93,13 @@ def train(
         mc = replace(base, **{**defaults, **(overrides or {})})
     else:
         mc = model_config
-    whitening = f", whitened to {mc.whiten_dim} dims" if mc.whiten_dim else ""
-    asked = "whiten_dim" in (overrides or {})
-    if tc.objective == "contrastive" and not mc.whiten_dim and not asked:
+    if mc.whiten_dim:
+        whitening = f", whitened to {mc.whiten_dim} dims"
+    elif tc.objective == "contrastive" and "whiten_dim" not in (overrides or {}):
         whitening = (f", not whitened (fewer than {IMAGES_PER_WHITENED_DIM} images per "
                      "dimension to fit it on)")  # fmt: skip
+    else:
+        whitening = ""
     log(f"training on {len(source):,} images from {source.name}: {mc.image_size}px, "
         f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding{whitening}, {tc.objective} "
         "objective")  # fmt: skip

@@ -13,16 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..core.atomic import atomic_path, write_json
 from ..core.errors import UserError
-from .head import FinetunedEmbedder, ProjectionHead
+from .head import WEIGHTS, FinetunedEmbedder, ProjectionHead, write_head_folder
 
 __all__ = ["AdaptHead", "AdaptedEmbedder", "save_adapted", "load_folder", "KIND", "WEIGHTS"]
 
 KIND = "adapted-head"
-WEIGHTS = "head.safetensors"
 
 
 class AdaptHead(ProjectionHead):
@@ -41,10 +39,7 @@ def save_adapted(head: AdaptHead, out: Path, doc: dict[str, Any]) -> None:
     `doc` holds "base" (the base model's description), "dim" and "adapt" (the settings, with
     "hidden", the head's width).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp))
-    write_json(out / "model.json", {"format": "imgret-model", "version": 1, "kind": KIND, **doc})
+    write_head_folder(head, out, {"kind": KIND, **doc})
 
 
 def load_folder(path: Path, doc: dict[str, Any], base: Any, device: str = "cpu") -> Any:

@@ -22,7 +22,10 @@ from ..core.atomic import atomic_path, write_json
 from ..core.errors import UserError
 from .base import DerivedEmbedder
 
-__all__ = ["ProjectionHead", "FinetunedEmbedder", "save_head", "load_folder", "KIND", "WEIGHTS"]
+__all__ = [
+    "ProjectionHead", "FinetunedEmbedder", "save_head", "write_head_folder", "load_folder", "KIND",
+    "WEIGHTS",
+]  # fmt: skip
 
 KIND = "projection-head"
 WEIGHTS = "head.safetensors"
@@ -77,10 +80,16 @@ class FinetunedEmbedder(DerivedEmbedder):
 
 def save_head(head: ProjectionHead, out: Path, doc: dict[str, Any]) -> None:
     """Write head.safetensors and model.json (`doc` plus the kind) into the folder `out`."""
+    write_head_folder(head, out, {"arch": KIND, **doc})
+
+
+def write_head_folder(head: nn.Module, out: Path, fields: dict[str, Any]) -> None:
+    """A head on a base model, as a folder: `out`/head.safetensors (the head's weights) and
+    model.json (imgret's model format with `fields`), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS) as tmp:
         save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp))
-    write_json(out / "model.json", {"format": "imgret-model", "version": 1, "arch": KIND, **doc})
+    write_json(out / "model.json", {"format": "imgret-model", "version": 1, **fields})
 
 
 def load_folder(path: Path, doc: dict[str, Any], base: Any, device: str = "cpu") -> Any:
