@@ -72,7 +72,7 @@ def int8_quality(protocol: str) -> dict[str, Any]:
     from imgret.models.backend import InferenceSettings
 
     path = WORK / f"{protocol}-lite0-int8.json"  # measured afresh in every run
-    int8 = InferenceSettings(backend="onnx", quantize=True, workers=1)
+    int8 = InferenceSettings(backend="onnx", quantize=True)
     ev = evaluate("efficientnet-lite0", protocol, workers=1, progress=False, inference=int8)
     doc = {"overall": ev.overall, "timings": ev.timings, "n_database": ev.n_database}
     WORK.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def speed(protocol: str, refs: list[str], rounds: int = 3) -> dict[str, float]:
     models = {}
     for ref in refs:
         quant = ref.endswith("+int8")
-        settings = InferenceSettings(backend="onnx", quantize=quant, workers=1)
+        settings = InferenceSettings(backend="onnx", quantize=quant)
         models[ref] = load_for_inference(
             ref.removesuffix("+int8"), settings,
             calibration=lambda s, c: sample_batches(bench.database, s, c),

@@ -135,7 +135,7 @@ def view_embeddings(
     from imgret.models.backend import InferenceSettings, load_for_inference
     from imgret.training.views import ViewConfig, embed_views
 
-    model = load_for_inference(ref, InferenceSettings(backend="onnx", threads=threads, workers=1))
+    model = load_for_inference(ref, InferenceSettings(backend="onnx", threads=threads))
     cache = WORK / dataset / f"views-{registry.canonical_ref(ref)}-v{views}-s{seed}"
     t0 = time.perf_counter()
     facts = {"ref": registry.canonical_ref(ref)}

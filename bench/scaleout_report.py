@@ -90,10 +90,11 @@ backend in every run (single process: `{single['backend']}`; each Ray actor load
 same way), batches of 32. Data: {n} Caltech-101 JPEGs (a seeded sample), embedded by each
 run in turn on the same cores.
 
-- *start-up*: until the model is ready: loading it in this process, or for Ray the first
+- *start-up*: until the model is ready: loading it in this process, or for Ray every
   actor started and loaded (the ONNX graph is exported once before the runs);
   *embedding*: images/s from then to the last batch (reading, hashing, decoding, embedding;
-  the single process runs sync's loop: the loader's decode workers and the model);
+  the single process runs sync's loop: the loader's decode workers and the model; for Ray,
+  the images of the batches begun after every actor was ready, over that time);
   *cluster start*: `ray.init` of a private 2-CPU cluster, or starting the 2-node
   `ray.cluster_utils.Cluster` (both nodes on this machine, 1 CPU each).
 - *`index_folder` end to end*: a fresh collection (scan, embed, commit chunks, SQLite, index),
@@ -115,7 +116,7 @@ run in turn on the same cores.
   larger share of them. The CPU-seconds are the stable figures.
 - Ray on one 2-core machine (target >= 1.0x the single process): on these shared cores the
   better layout ({best['name']}) embedded at **{wall:.2f}x** the single process (end to end
-  {e2e:.2f}x). By CPU: Ray's own processes (the driver's Ray Data loop, raylet, GCS) took
+  {e2e:.2f}x). By CPU: Ray's own processes (the driver's loop, raylet, GCS, agents) took
   {a:.2f} of a core while a dataset ran, whatever the rate, plus {b * 1e3:.1f} ms per image
   (solved from the 2 x 1 run and the same pipeline at speed: {fast['images']:,} tiny PNGs, a
   16-px model with a 1280-d output, {fast_rate:,.0f} images/s), beside the actors'

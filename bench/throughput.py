@@ -133,6 +133,23 @@ def index_rates(folder: Path, reps: int, extra: list[str] | None = None) -> dict
     return rates
 
 
+def thread_plan_rates(folder: Path, reps: int) -> dict[str, list[float]]:
+    """images/s of `imgret index` with its default inference threads (every core) and with
+    the old plan (the cores the 2 decode workers leave, at least 1), alternated."""
+    n = len(list(folder.rglob("*.jpg")))
+    env = {**os.environ, "IMGRET_CACHE_DIR": str(WORK / "cache")}
+    old = str(max(1, (os.cpu_count() or 1) - 2))
+    rates: dict[str, list[float]] = {"imgret": [], "baseline": []}
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        for r in range(reps):
+            for what, extra in (("baseline", ["--threads", old]), ("imgret", [])):
+                coll = Path(tmp) / f"{what}{r}"
+                cmd = [PY, "-m", "imgret", "index", str(folder), "--out", str(coll), "--model"]
+                rates[what].append(n / _timed(cmd + [MODEL, *extra], env))
+                shutil.rmtree(coll)
+    return rates
+
+
 def warm_export() -> float:
     """Seconds to export the model to ONNX once (the cache the timed runs then use)."""
     env = {**os.environ, "IMGRET_CACHE_DIR": str(WORK / "cache")}
@@ -247,16 +264,18 @@ def main() -> None:
     print("12 MP:", {k: [round(v, 1) for v in vs] for k, vs in big_rates.items()}, flush=True)
     torch_rates = index_rates(small, reps, ["--backend", "torch"])
     print("torch backend:", torch_rates, flush=True)
+    plans = {"small": thread_plan_rates(small, reps), "big": thread_plan_rates(big, reps)}
+    print("thread plans:", plans, flush=True)
     latency = query_latency(n_coll, sorted(small.rglob("*.jpg")))
     print("latency:", latency, flush=True)
     flat = flat_search(n_flat, reps)
     print("flat:", {k: [round(v) for v in vs] for k, vs in flat.items()}, flush=True)
     write(a, started, load0, export_s, n_small, n_big, small_rates, big_rates, torch_rates,
-          latency, flat, n_flat)  # fmt: skip
+          plans, latency, flat, n_flat)  # fmt: skip
 
 
-def write(a, started, load0, export_s, n_small, n_big, small, big, torch_rates, latency,  # noqa: ANN001, PLR0913
-          flat, n_flat) -> None:  # fmt: skip
+def write(a, started, load0, export_s, n_small, n_big, small, big, torch_rates, plans,  # noqa: ANN001, PLR0913
+          latency, flat, n_flat) -> None:  # fmt: skip
     from imgret.core.atomic import write_text
 
     cmd = "python -m bench.throughput" + (" --quick" if a.quick else "")
@@ -264,6 +283,10 @@ def write(a, started, load0, export_s, n_small, n_big, small, big, torch_rates, 
     b_imgret, b_base = _med(big["imgret"]), _med(big["baseline"])
     t_imgret, t_base = _med(torch_rates["imgret"]), _med(torch_rates["baseline"])
     f_plain, f_imgret, f_excl = (_med(flat[k]) for k in ("faiss", "imgret", "imgret-exclude"))
+
+    old_threads = max(1, (os.cpu_count() or 1) - 2)
+    plans_head = (f"| inference threads: every core (the default) vs the cores 2 decoders leave | "
+                  f"default images/s | `--threads {old_threads}` images/s | ratio |")
 
     def row(what: str, rates: dict[str, list[float]]) -> str:
         return (f"| {what} | {', '.join(f'{v:.1f}' for v in rates['imgret'])} | "
@@ -284,6 +307,11 @@ imgret's defaults (backend auto = ONNX Runtime on this CPU; its one-time export 
 {row(f"{n_small} Caltech-101 JPEGs", small)}
 {row(f"{n_big} of them as 12-MP JPEGs", big)}
 {row(f"{n_small} Caltech-101 JPEGs, `--backend torch`", torch_rates)}
+
+{plans_head}
+|---|---|---|---|
+{row(f"{n_small} Caltech-101 JPEGs", plans["small"])}
+{row(f"{n_big} of them as 12-MP JPEGs", plans["big"])}
 
 - 12-MP JPEGs against small ones, imgret: {b_imgret:.1f} / {s_imgret:.1f} images/s =
   **{b_imgret / s_imgret:.2f}x** (the plain loop: {b_base / s_base:.2f}x).

@@ -10,7 +10,7 @@ import torch
 from helpers import make_tiny_model
 
 from imgret.core.errors import UserError
-from imgret.core.threads import apply_threads, plan_threads
+from imgret.core.threads import apply_threads, inference_threads
 from imgret.data.sources import open_source
 from imgret.models import backend, registry
 from imgret.models.backend import InferenceSettings, load_for_inference
@@ -99,16 +99,15 @@ def test_without_onnxruntime_auto_is_pytorch_and_onnx_is_refused(
         InferenceSettings(backend="tpu")
 
 
-def test_thread_plan_leaves_the_decoders_their_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inference_gets_every_core_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     from imgret.core import threads
 
     monkeypatch.setattr(threads, "cpu_count", lambda: 8)
-    assert plan_threads(workers=2).inference == 6 and plan_threads().workers == 2
-    assert plan_threads(threads=3, workers=2).inference == 3
-    monkeypatch.setattr(threads, "cpu_count", lambda: 2)
-    plan = plan_threads()
-    assert (plan.workers, plan.inference) == (1, 1)
-    assert plan_threads(workers=4).inference == 1  # never 0
+    assert inference_threads() == 8
+    assert inference_threads(3) == 3
+    monkeypatch.setattr(threads, "cpu_count", lambda: 1)
+    assert inference_threads() == 1
+    assert inference_threads(0) == 1  # never 0
     before = torch.get_num_threads()
     try:
         apply_threads(1)

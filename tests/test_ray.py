@@ -119,6 +119,25 @@ def test_ray_embeds_a_folder_with_bad_files_as_one_process_does(
     _assert_same(tmp_path / "ray", tmp_path / "one")
 
 
+def test_a_killed_actor_is_restarted_and_its_batches_retried(
+    ray_address: str, image_folder: Path, model: Path
+) -> None:
+    from imgret.scaleout.embed import ray_embedded_outputs
+
+    source = open_source(str(image_folder))
+    outputs = ray_embedded_outputs(source, str(model), RayConfig(actors=2), batch_size=2)
+    first = next(outputs)
+    victim = int(os.fsdecode(first["worker"][0]).rsplit(":", 1)[1])
+    os.kill(victim, signal.SIGKILL)  # its queued batches are lost with it
+    positions = list(first["pos"])
+    workers = {os.fsdecode(first["worker"][0])}
+    for out in outputs:
+        positions += list(out["pos"])
+        workers.update(os.fsdecode(w) for w in out["worker"])
+    assert sorted(positions) == list(range(len(source.keys)))  # each once: none lost, none twice
+    assert any(w.endswith(f":{victim}") for w in workers) and len(workers) == 3  # a new process
+
+
 def _index_on_ray(folder: Path, coll: Path, model: Path, address: str, crash_at: str | None
                   ) -> subprocess.CompletedProcess:  # fmt: skip
     env = {**os.environ, **RAY_ENV, "IMGRET_TEST_CRASH_AT": crash_at or ""}
@@ -211,7 +230,7 @@ def test_ray_options_are_refused_with_a_clear_error(
     assert main([*base, "--ray"]) == 2
     err = capsys.readouterr().err
     assert 'pip install "imgret[ray]"' in err and "Traceback" not in err
-    with pytest.raises(UserError, match="needs Ray Data"):
+    with pytest.raises(UserError, match="needs Ray: pip install"):
         RayConfig()
     monkeypatch.undo()
 

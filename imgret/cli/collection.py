@@ -66,7 +66,7 @@ def _ray_config(a: argparse.Namespace):  # noqa: ANN202 - imported lazily
 def _job_config(a: argparse.Namespace):  # noqa: ANN202 - imported lazily
     from ..jobs.sync import IndexJobConfig
 
-    inference = inference_settings(a, a.workers)
+    inference = inference_settings(a)
     return IndexJobConfig(
         batch_size=a.batch_size, workers=a.workers, chunk_rows=a.chunk_size, device=a.device,
         ray=_ray_config(a), backend=inference.backend, threads=inference.threads,

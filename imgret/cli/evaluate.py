@@ -73,7 +73,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     ev = evaluate(
         a.model, a.benchmark, mode=a.mode, clusters=a.clusters,
         queries_per_class=a.queries_per_class, batch_size=a.batch_size, workers=a.workers,
-        inference=inference_settings(a, a.workers), seed=a.seed, rerank=rerank_config(a),
+        inference=inference_settings(a), seed=a.seed, rerank=rerank_config(a),
         progress=not a.json, log=lambda s: print(s, file=sys.stderr),
     )  # fmt: skip
     if a.json:

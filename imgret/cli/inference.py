@@ -30,7 +30,7 @@ def add_inference_options(p: argparse.ArgumentParser, *, quantize: bool = True) 
     )  # fmt: skip
     g.add_argument(
         "--threads", type=_positive, metavar="N",
-        help="inference threads (default: the cores the decoding processes leave)",
+        help="inference threads (default: every core)",
     )  # fmt: skip
     if quantize:
         g.add_argument(
@@ -40,11 +40,11 @@ def add_inference_options(p: argparse.ArgumentParser, *, quantize: bool = True) 
         )  # fmt: skip
 
 
-def inference_settings(a: argparse.Namespace, workers: int | None = None) -> InferenceSettings:
+def inference_settings(a: argparse.Namespace) -> InferenceSettings:
     """The InferenceSettings the options of `add_inference_options` ask for."""
     from ..models.backend import InferenceSettings, default_backend
 
     return InferenceSettings(
         backend=a.backend or default_backend(), device=getattr(a, "device", None) or "cpu",
-        threads=a.threads, workers=workers, quantize=bool(getattr(a, "quantize", False)),
+        threads=a.threads, quantize=bool(getattr(a, "quantize", False)),
     )  # fmt: skip

@@ -45,15 +45,14 @@ class IndexJobConfig:
     device: str = "cpu"
     ray: RayConfig | None = None  # embed and build the index on Ray (imgret.scaleout)
     backend: str = field(default_factory=default_backend)  # auto, torch or onnx (models.backend)
-    threads: int | None = None  # inference threads (None: the cores the decode workers leave)
+    threads: int | None = None  # inference threads (None: every core)
     quantize: bool = False  # run an int8 ONNX graph
 
     def inference(self) -> InferenceSettings:
         """How the model runs (imgret.models.backend)."""
         return InferenceSettings(
-            backend=self.backend, device=self.device, threads=self.threads,
-            workers=self.workers, quantize=self.quantize,
-        )  # fmt: skip
+            backend=self.backend, device=self.device, threads=self.threads, quantize=self.quantize
+        )
 
 
 @dataclass

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..core.errors import UserError
-from ..core.threads import apply_threads, cpu_count, plan_threads
+from ..core.threads import apply_threads, cpu_count, inference_threads
 from . import registry
 from .base import Embedder
 
@@ -57,8 +57,7 @@ def default_backend() -> str:
 class InferenceSettings:
     backend: str = field(default_factory=default_backend)  # "auto", "torch" or "onnx"
     device: str = "cpu"  # "cpu" or "cuda" (CUDA runs PyTorch)
-    threads: int | None = None  # inference threads (None: cores minus decode workers)
-    workers: int | None = None  # decode processes the threads are planned around (None: auto)
+    threads: int | None = None  # inference threads (None: every core)
     quantize: bool = False  # int8 ONNX graph (static, calibrated on the images embedded)
 
     def __post_init__(self) -> None:
@@ -145,7 +144,7 @@ def load_for_inference(
         uint8 batches of typical images to calibrate the int8 graph on
     """
     settings = settings or InferenceSettings()
-    threads = plan_threads(settings.threads, settings.workers).inference
+    threads = inference_threads(settings.threads)
     apply_threads(threads)  # PyTorch runs the model (FAISS shares the pool)
     if settings.backend == "torch" or (settings.backend == "auto" and settings.device != "cpu"):
         return registry.load(ref, device=settings.device)

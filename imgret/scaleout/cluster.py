@@ -20,8 +20,8 @@ __all__ = ["RayConfig", "import_ray", "connect"]
 
 LOCAL = "local"
 MISSING = (
-    'running on Ray needs Ray Data: pip install "imgret[ray]" (or "ray[data]>=2.51") on every '
-    "machine of the cluster"
+    'running on Ray needs Ray: pip install "imgret[ray]" (or "ray>=2.51") on every machine of '
+    "the cluster"
 )
 
 
@@ -42,7 +42,7 @@ class RayConfig:
             raise UserError("--ray-gpus must be 0 or more")
         if self.shard_rows < 1:
             raise UserError("index shards must hold at least one embedding")
-        if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
+        if importlib.util.find_spec("ray") is None:
             raise UserError(MISSING)  # found out before anything is written, ray not imported
 
     @property
@@ -56,10 +56,9 @@ class RayConfig:
 
 
 def import_ray() -> ModuleType:
-    """The `ray` module with Ray Data; a UserError saying how to install it when missing."""
+    """The `ray` module; a UserError saying how to install it when missing."""
     try:
         import ray
-        import ray.data  # noqa: F401 - the pipeline needs it; fail here when it is missing
     except ImportError:
         raise UserError(MISSING) from None
     return ray
@@ -84,13 +83,6 @@ def connect(config: RayConfig) -> ModuleType:
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise UserError(f"cannot connect to Ray at {config.address}: {e}") from None
     _check_room(ray, config)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the driver draws its own
-    context.print_on_execution_start = False
-    for handler in logging.getLogger("ray.data").handlers:
-        if handler.get_name() == "console" and handler.level < logging.WARNING:  # its warnings stay
-            handler.setLevel(logging.WARNING)
-            handler.addFilter(lambda r: not r.name.startswith("ray.data._internal.progress"))
     return ray
 
 
