@@ -15,6 +15,7 @@ client (httpx, asyncio) in this process:
    format: 20 clients searching by id ("more like this", its default mode, exact);
 2. the new service, the same requests (its default mode: the collection's FAISS index), its
    resident memory sampled while under load, beside the size of the embeddings on disk;
+   1. and 2. run in turn, 3 rounds each (a third of the phase's time per round);
 3. the new service, 20 clients alternating searches by upload and by id in every mode;
 4. the new service with --allow-add: 100 CIFAR-10 test images added from the add page's API
    while 5 clients search by id; then each added image searched by upload (is it found first?);
@@ -53,6 +54,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 PER_CLASS = 1000
 MODEL = "efficientnet-lite0"
 K = 10  # results per search
+ROUNDS = 3  # searches by id: old and new service alternated, this many times each
 
 
 # -- the collections ------------------------------------------------------------------------
@@ -325,6 +327,13 @@ async def run_clients(
     return {"records": records, "seconds": time.perf_counter() - t_start}
 
 
+def merged(runs: list[dict]) -> dict:
+    """Several load runs of one server as one: their records, seconds and server CPU."""
+    return {"records": [r for run in runs for r in run["records"]],
+            "seconds": sum(run["seconds"] for run in runs),
+            "server_cpu": sum(run["server_cpu"] for run in runs)}  # fmt: skip
+
+
 def summarize(run: dict, kind: str | None = None) -> dict:
     recs = [r for r in run["records"] if kind is None or r[0] == kind]
     ok = [r[1] for r in recs if r[2]]
@@ -462,30 +471,31 @@ def main() -> None:
                  "load_before": load_before,
                  "embeddings_bytes": embeddings_bytes(coll_dir)}  # fmt: skip
 
-    def load(server: Server, kinds: tuple[str, ...], modes: tuple[str | None, ...]) -> dict:
+    def load(server: Server, kinds: tuple[str, ...], modes: tuple[str | None, ...],
+             duration: float = seconds) -> dict:  # fmt: skip
         cpu = server.cpu_seconds()
-        run = asyncio.run(run_clients(server.base, args.clients, seconds, queries, n_items,
+        run = asyncio.run(run_clients(server.base, args.clients, duration, queries, n_items,
                                       kinds, modes))  # fmt: skip
         run["server_cpu"] = server.cpu_seconds() - cpu
         return run
 
-    print("1. the old service, searches by id", flush=True)
-    old = Server(old_dir, old=True)
+    print(f"1. and 2. searches by id, old service and new in turn, {ROUNDS} rounds", flush=True)
+    old, new = Server(old_dir, old=True), Server(coll_dir)
     try:
-        with MemoryPeak(old) as mem:
-            run = load(old, ("item",), (None,))
-            out["old_id"] = summarize(run)
-        out["old_memory"] = mem.peak
+        runs: dict[str, list[dict]] = {"old": [], "new": []}
+        with MemoryPeak(old) as old_mem, MemoryPeak(new) as new_mem:
+            for _ in range(ROUNDS):  # alternated: both see the same spells of other jobs
+                for who, server in (("old", old), ("new", new)):
+                    runs[who].append(load(server, ("item",), (None,), seconds / ROUNDS))
+        for who in ("old", "new"):
+            out[f"{who}_id"] = summarize(merged(runs[who]))
+            out[f"{who}_rounds"] = [summarize(r)["rate"] for r in runs[who]]
+        out["old_memory"], out["new_memory"] = old_mem.peak, new_mem.peak
         out["old_thin"] = asyncio.run(thin_attack(old))
     finally:
         old.stop()
-    print("2. and 3. the new service", flush=True)
-    new = Server(coll_dir)
+    print("3. the new service, every kind of search", flush=True)
     try:
-        with MemoryPeak(new) as mem:
-            run = load(new, ("item",), (None,))
-            out["new_id"] = summarize(run)
-        out["new_memory"] = mem.peak
         mixed = load(new, ("upload", "item"), ("index", "exact", "cluster"))
         out["mixed"] = {k or "all": summarize(mixed, k) for k in (None, "upload", "item")}
         print("5. thin images", flush=True)
@@ -530,7 +540,8 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
         f"{out['embeddings_bytes'] / mib:.1f} MiB. Each server (`imgret serve --threads 1`) runs "
         "in its own process on 127.0.0.1; the clients (httpx, asyncio) run in the benchmark "
         f"process on the same machine, {out['clients']} at once for {out['seconds']:.0f} s per "
-        "row (searches by id on keep-alive connections with a minimal HTTP client, about 0.3 "
+        f"row, the first two rows in {ROUNDS} alternated rounds (searches by id on keep-alive "
+        "connections with a minimal HTTP client, about 0.3 "
         "ms of CPU a request, so that the clients leave the CPU to the servers; uploads with "
         f"httpx); k = {K}; a request counts as an error unless it answers 200 with {K} hits. The "
         f"old service is the code of commit {OLD_COMMIT} (`git worktree add {OLD_TREE} "
@@ -552,7 +563,11 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
     lines += [
         "",
         f"Searches by id: the new service answered {ratio:.2f}x the requests/s of the old one "
-        f"(target: 2x), with {cpu_ratio:.2f}x less server CPU time per request. Both servers get "
+        f"(target: 2x), with {cpu_ratio:.2f}x less server CPU time per request; by round "
+        f"(each {out['seconds'] / ROUNDS:.0f} s, old then new): "
+        + ", ".join(f"{n / o:.2f}x" for o, n in zip(out["old_rounds"], out["new_rounds"],
+                                                    strict=True))  # fmt: skip
+        + ". Both servers get "
         "the share of the CPU the machine's other jobs leave them (the last column: the cores "
         "they used), so requests/s follows that share; CPU time per request does not. "
         "Resident memory of the server under that load (peak): old "

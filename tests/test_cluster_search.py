@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,32 @@ def test_knn_is_the_brute_force_with_ties_in_database_order(metric: str) -> None
         assert ids[r][sure].tolist() == order[:9][sure].tolist()
         assert np.all(np.diff(ids[r][scores[r] == kth]) > 0)
     assert knn(q, db[:3], 5, metric)[1][:, 3:].tolist() == [[-1, -1]] * 7  # fewer than k
+
+
+def test_knn_block_by_block_and_memory_mapped_equals_faiss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    from imgret.core import vectors
+    from imgret.core.atomic import read_npy
+
+    rng = np.random.default_rng(5)
+    db = normalize(rng.normal(size=(3000, 16)).astype(np.float32))
+    q = normalize(rng.normal(size=(37, 16)).astype(np.float32))
+    want_s, want_i = faiss.knn(q, db, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    np.save(tmp_path / "db.npy", db)
+    mapped = read_npy(tmp_path / "db.npy", mmap=True)
+    monkeypatch.setattr(vectors, "QUERY_BLOCK", 8)  # 5 blocks of queries
+    monkeypatch.setattr(vectors, "SCORE_BLOCK", 8 * 100)  # 30 blocks of rows each
+    for rows in (db, mapped, np.asarray(mapped).copy().view()):
+        scores, ids = knn(q, rows, 10)
+        assert np.array_equal(ids, want_i) and np.allclose(scores, want_s, atol=1e-6)
+    readonly = db.copy()
+    readonly.flags.writeable = False  # copied block by block, without torch's warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(knn(q, readonly, 10)[1], want_i)
 
 
 def _collection(tmp_path: Path) -> Collection:

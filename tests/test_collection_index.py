@@ -81,6 +81,29 @@ def test_each_index_kind_against_exact(tmp_path: Path, kind: str, least_recall: 
     assert np.array_equal(rank(again, queries, 10, "index")[1], found)
 
 
+def test_a_flat_index_is_searched_where_the_embeddings_lie(tmp_path: Path) -> None:
+    """Index mode over a flat index ranks the memory-mapped chunks (as FAISS's flat index
+    would); a service maps the flat index read-only instead of loading its vectors."""
+    import faiss
+
+    x = _data(500)
+    _make(tmp_path, x, "flat")
+    queries = _data(20, seed=2)
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    want_s, want_i = flat.search(queries, 10)
+    scores, ids, _ = rank(open_collection(tmp_path / "c"), queries, 10, "index")
+    assert np.array_equal(ids, want_i) and np.allclose(scores, want_s, atol=1e-5)
+    served = open_collection(tmp_path / "c")
+    loaded = served.map_index()
+    assert loaded is not None and served.index is loaded and loaded.index.ntotal == 500
+    assert np.array_equal(rank(served, queries, 10, "index")[1], want_i)
+    more = _data(10, seed=3)
+    served.append(more, [Item(f"n{i}", -1, None, None, None, None) for i in range(10)])
+    assert served.refresh_index() == "updated"  # read anew: FAISS aborts adding to a mapping
+    assert open_collection(tmp_path / "c").index.index.ntotal == 510  # type: ignore[union-attr]
+
+
 def _brute_force_cluster(coll: Collection, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The cluster mode as it was before IVF: mask everything outside the query's cluster."""
     c = coll.clustering

@@ -129,7 +129,9 @@ _NPY_HEADER = re.compile(  # what np.save writes for a plain array (no objects, 
 
 
 def read_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
-    """The array of a .npy file written by np.save (a read-only memory map with `mmap`).
+    """The array of a .npy file written by np.save (with `mmap`, a copy-on-write memory map:
+    its pages are the file's until written, and nothing written reaches the file; so arrays are
+    writable, as torch.from_numpy wants them, without a copy).
 
     FileNotFoundError when missing; ValueError when it is not such a file or is too short.
     """
@@ -156,4 +158,4 @@ def read_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
             raise ValueError(f"{count * dtype.itemsize:,} bytes of data expected, file too short")
         if not mmap or count == 0:  # (a memory map of nothing cannot be made)
             return np.fromfile(f, dtype=dtype, count=count).reshape(shape, order=order)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+    return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order=order)

@@ -18,6 +18,8 @@ __all__ = [
 
 METRICS = ("cosine", "l2")
 EXACT_PCA_MAX_DIMS = 4096  # covariance eigen-decomposition up to here; randomized SVD above
+QUERY_BLOCK = 4096  # queries scored together by `knn` (cosine)
+SCORE_BLOCK = 1 << 24  # scores `knn` holds at once (64 MiB of float32)
 
 
 def faiss_module() -> Any:
@@ -95,22 +97,57 @@ def knn(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of `database` (n, d) for (m, d) queries -> (scores, ids), (m, k).
 
-    Inner product for "cosine" (give unit rows), negative squared L2 for "l2"; FAISS's
-    brute-force search (BLAS for batches of queries); ties keep database order.
+    Inner product for "cosine" (give unit rows): a matrix product and top-k in PyTorch, block
+    by block (a few queries cost about one: 4 queries against 10,000 x 1280 take 4 ms, FAISS's
+    BLAS path 10 ms); negative squared L2 for "l2": FAISS's brute force. Ties keep database
+    order. `database` may be memory-mapped: it is read block by block, never copied whole.
     """
-    faiss = faiss_module()
     q, db = as_matrix(queries), as_matrix(database)
     if k <= 0 or len(q) == 0:
         return np.zeros((len(q), max(k, 0)), np.float32), np.zeros((len(q), max(k, 0)), np.int64)
     if len(db) == 0:
         return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
     if metric == "cosine":
-        d, i = faiss.knn(q, db, k, metric=faiss.METRIC_INNER_PRODUCT)
-        scores = d
+        scores, i = _inner_product_knn(q, db, min(k, len(db)))
     else:
+        faiss = faiss_module()
         d, i = faiss.knn(q, db, k, metric=faiss.METRIC_L2)
         scores = -d
-    return ties_in_order(np.where(i >= 0, scores, -np.inf).astype(np.float32), i.astype(np.int64))
+    scores, i = ties_in_order(np.where(i >= 0, scores, -np.inf).astype(np.float32),
+                              i.astype(np.int64))  # fmt: skip
+    if i.shape[1] < k:  # fewer rows than k
+        pad = ((0, 0), (0, k - i.shape[1]))
+        scores = np.pad(scores, pad, constant_values=-np.inf)
+        i = np.pad(i, pad, constant_values=-1)
+    return scores, i
+
+
+def _inner_product_knn(q: np.ndarray, db: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m, d) queries, (n, d) rows, k <= n -> the k largest inner products and their rows,
+    (m, k) each, best first; queries QUERY_BLOCK at a time against as many rows as keep the
+    scores under SCORE_BLOCK."""
+    import torch
+
+    scores = np.empty((len(q), k), np.float32)
+    ids = np.empty((len(q), k), np.int64)
+    with torch.inference_mode():
+        for q0 in range(0, len(q), QUERY_BLOCK):
+            queries = torch.from_numpy(q[q0 : q0 + QUERY_BLOCK])
+            step = max(k, SCORE_BLOCK // len(queries))
+            best_s, best_i = None, None
+            for r0 in range(0, len(db), step):
+                block = db[r0 : r0 + step]  # a view (copied only if read-only: torch warns)
+                rows = torch.from_numpy(block if block.flags.writeable else block.copy())
+                s, i = torch.topk(queries @ rows.T, min(k, len(rows)), dim=1)
+                i += r0
+                if best_s is not None and best_i is not None:
+                    s, at = torch.topk(torch.cat([best_s, s], 1), k, dim=1)
+                    i = torch.gather(torch.cat([best_i, i], 1), 1, at)
+                best_s, best_i = s, i
+            assert best_s is not None and best_i is not None  # db is not empty
+            scores[q0 : q0 + len(queries)] = best_s.numpy()
+            ids[q0 : q0 + len(queries)] = best_i.numpy()
+    return scores, ids
 
 
 def ties_in_order(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -215,6 +215,13 @@ class Collection:
             self._cache["index"] = load_index(self.path)
         return self._cache["index"]  # type: ignore[no-any-return]
 
+    def map_index(self) -> LoadedIndex | None:
+        """The saved index as `index`, a flat one memory-mapped read-only: searching never reads
+        its vectors (the Searcher ranks the chunks); `refresh_index` reads it anew."""
+        self._cache["index"] = load_index(self.path, mmap=True)
+        self._cache["mapped"] = True
+        return self._cache["index"]  # type: ignore[no-any-return]
+
     def index_delta(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows of items the index lacks, rows the index holds of items now gone)."""
         return index_delta(self.rows, self.index)
@@ -235,7 +242,8 @@ class Collection:
             loaded = None
             if not rebuild:
                 try:
-                    loaded = self.index
+                    # a mapped index is read-only (FAISS would abort on adding to it): read anew
+                    loaded = load_index(self.path) if self._cache.get("mapped") else self.index
                 except DamagedError as e:
                     if log:
                         log(f"{e}: rebuilding it")
@@ -251,6 +259,7 @@ class Collection:
             if how != "current":
                 self._bump()
             self._cache["index"] = saved
+            self._cache.pop("mapped", None)
             return how
 
     # -- writing

@@ -343,7 +343,8 @@ def _load_generation(folder: Path, meta: dict[str, Any], mmap: bool) -> LoadedIn
     for p in (path, rows_path):
         if not p.is_file():
             raise DamagedError(p, "missing (index.json points to it)", _index_hint(folder))
-    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    mapped = getattr(faiss, "IO_FLAG_MMAP_IFC", 0)  # FAISS >= 1.8: flat vectors left in the file
+    flags = mapped | faiss.IO_FLAG_READ_ONLY if mmap and mapped and meta["kind"] == "flat" else 0
     try:
         index = faiss.read_index(str(path), flags)
     except RuntimeError as e:
@@ -363,6 +364,8 @@ def _load_generation(folder: Path, meta: dict[str, Any], mmap: bool) -> LoadedIn
 def load_index(folder: Path, *, mmap: bool = False) -> LoadedIndex | None:
     """The index index.json points to, or None when there is none (or a newer format).
 
+    mmap : a flat index's vectors are memory-mapped from its file, read-only (for searching
+        only: it cannot be updated); other kinds are read as usual
     A reader that finds the files gone because a writer moved on reads index.json again; an
     index that is damaged is a DamagedError naming the file.
     """

@@ -53,7 +53,7 @@ class Snapshot:
         try:
             _ = (coll.rows, coll.reader, coll.clustering, coll.elbow)  # one read transaction
             self.skipped = len(coll.store.failures())
-            self.loaded_index = coll.index  # FAISS index file (None when there is none yet)
+            self.loaded_index = coll.map_index()  # None when there is none yet
             self.count = len(coll)
             self.members, self.bounds = self._order_clusters(coll)  # maps every chunk
         finally:
