@@ -121,7 +121,9 @@ def render(log: dict) -> None:
         "before the whitening rule; `--whiten 128`), `-nowhite` = `--whiten 0`, "
         "`default-whitenrule` = `imgret train` with no option since the rule (a contrastive "
         "model whitened only with 20 training images per dimension), `-whitenrule` rows were "
-        "trained in that run. train s: the epochs' own seconds (history.json).",
+        "trained in that run; `default-graysrule` = `imgret train` with no option since the "
+        "objective rule (grayscale collections of fewer than 2,560 images train the "
+        "reconstruction autoencoder). train s: the epochs' own seconds (history.json).",
     ]
     for coll, rows in log.items():
         metric = "mAP@all" if coll.startswith("caltech") else "mAP@100" if coll == "digits" \

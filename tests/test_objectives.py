@@ -55,3 +55,30 @@ def test_imgret_train_on_a_small_folder_trains_contrastive_without_whitening(
     explicit = tmp_path / "w"
     assert main([*args[:3], str(explicit), *args[4:], "--whiten", "8"]) == 0  # asked: kept
     assert json.loads((explicit / "model.json").read_text())["model"]["whiten_dim"] == 8
+
+
+def test_the_objective_is_chosen_by_colour_and_size() -> None:
+    from imgret.training.config import choose_objective
+
+    assert choose_objective(1, 2559) == "reconstruction"  # too few to whiten: the autoencoder
+    assert choose_objective(1, 2560) == "contrastive"
+    assert choose_objective(3, 100) == "contrastive"
+    with pytest.raises(ValueError, match="auto"):  # resolved by imgret.jobs.train, not here
+        from imgret.training.trainer import train_autoencoder
+
+        train_autoencoder(None, None, TrainConfig(objective="auto"), "unused")  # type: ignore[arg-type]
+
+
+def test_imgret_train_on_small_grayscale_images_trains_the_autoencoder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    args = ["train", "digits", "--limit", "60", "--out", str(out), "--epochs", "1",
+            "--embedding-dim", "16", "--width", "4", "--workers", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert "objective: reconstruction (chosen by the size and colour" in capsys.readouterr().out
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["train"]["objective"] == "reconstruction" and doc["model"]["decoder"] != "none"
+    given = tmp_path / "c"  # --objective wins over the rule
+    assert main([*args[:4], "--out", str(given), *args[6:], "--objective", "contrastive"]) == 0
+    assert json.loads((given / "model.json").read_text())["train"]["objective"] == "contrastive"

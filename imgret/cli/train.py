@@ -38,7 +38,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", choices=("reconstruction", "denoising", "contrastive"),
                    help="reconstruction: the autoencoder (MSE); denoising: reconstruct from a "
                    "masked copy; contrastive: SimCLR on augmented views, embedding before the "
-                   "projection head (default: the best label-free setting measured)",
+                   "projection head (default: contrastive, but reconstruction for grayscale "
+                   "collections of fewer than 2,560 images: README, choosing the objective)",
                    )  # fmt: skip
     p.add_argument("--epochs", type=EPOCHS, help="maximum epochs (default: 20, or the objective's)")
     p.add_argument("--batch-size", type=BATCH,
@@ -138,11 +139,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from ..jobs.train import train
-    from ..training.config import DEFAULT_OBJECTIVE, TrainConfig
+    from ..training.config import AUTO, TrainConfig
 
-    objective = a.objective or DEFAULT_OBJECTIVE
+    objective = a.objective or AUTO
     overrides = {"embedding_dim": a.embedding_dim, "width": a.width}
-    if objective != "contrastive":
+    if objective != "contrastive":  # auto: dropped if it picks contrastive
         overrides["decoder"] = a.decoder
     for key, value in (("image_size", a.image_size), ("channels", a.channels),
                        ("whiten_dim", a.whiten), ("pool", a.pool)):  # fmt: skip

@@ -15,7 +15,13 @@ from ..data.benchmarks import open_training_source
 from ..data.loader import decode_all, split_indices, to_float
 from ..data.sources import ImageSource
 from ..models.config import ModelConfig
-from ..training.config import IMAGES_PER_WHITENED_DIM, TrainConfig, objective_model_defaults
+from ..training.config import (
+    AUTO,
+    IMAGES_PER_WHITENED_DIM,
+    TrainConfig,
+    choose_objective,
+    objective_model_defaults,
+)
 from ..training.trainer import train_autoencoder
 from ..viz.plots import plot_losses, plot_reconstructions
 
@@ -86,6 +92,12 @@ def train(
             raise UserError(f"--limit must be 2 or more, got {limit}")
         pick = np.sort(np.random.default_rng(tc.seed).permutation(len(source))[:limit])
         source = replace(source.subset(pick), name=f"{source.name} (sample of {limit})")
+    if tc.objective == AUTO:  # the rule of choose_objective, on this collection
+        seen = model_config or replace(suggest_model_config(source), **(overrides or {}))
+        tc = replace(tc, objective=choose_objective(seen.channels, len(source)))
+        if tc.objective == "contrastive" and overrides:
+            overrides = {k: v for k, v in overrides.items() if k != "decoder"}
+        log(f"objective: {tc.objective} (chosen by the size and colour of the collection)")
     if model_config is None:
         base = replace(suggest_model_config(source), **(overrides or {}))
         defaults = objective_model_defaults(tc.objective, base.channels, base.embedding_dim,

@@ -29,7 +29,7 @@ from ..models.autoencoder import ConvAutoencoder, load_model, save_model
 from ..models.config import ModelConfig
 from ..models.whitening import whitening_matrix
 from .augment import AUGMENT_PRESETS, AugmentConfig, augment, corrupt
-from .config import TrainConfig
+from .config import OBJECTIVES, TrainConfig
 
 __all__ = ["TrainResult", "train_autoencoder", "pick_device", "nt_xent", "augment_preset"]
 
@@ -243,10 +243,12 @@ def train_autoencoder(
     `out_dir` receives model.safetensors + model.json (the best epoch), history.json, and
     last.safetensors + last.json (to resume an interrupted run with the same settings).
     """
+    cfg = train_config
+    if cfg.objective not in OBJECTIVES:  # "auto" is resolved by imgret.jobs.train
+        raise ValueError(f"train with one of {OBJECTIVES}, not {cfg.objective!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(device)
-    cfg = train_config
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if len(source) < 2:
