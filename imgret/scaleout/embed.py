@@ -9,9 +9,10 @@ key; the driver turns each result into the `Batch` and embeddings the single-pro
 makes, and commits them the same way. A crashed actor is restarted and its batches retried.
 
 Plain actors, not a Ray Data pipeline (`map_batches` over an `ActorPoolStrategy`): on 2 cores,
-1,200 Caltech-101 JPEGs, 2 actors x 1 thread, the pool embedded at 1.22-1.29x the Ray Data
-pipeline's rate, its driver spent 0.10 ms of CPU per image against 0.49-0.58, and Ray's own
-processes 0.11-0.13 of a core against 0.19-0.21 (BENCHMARKS.md, "Scale-out").
+1,200 Caltech-101 JPEGs, 2 actors x 1 thread, in two rounds of `python
+scripts/ray_pool_vs_data.py`, the driver spent 0.10-0.12 ms of CPU per image against
+0.49-0.59 and Ray's own processes kept 0.11-0.12 of a core busy against 0.19-0.20 (the rates,
+136 vs 98 and 102 vs 112 images/s, moved with the machine's other jobs).
 """
 
 from __future__ import annotations
