@@ -2,10 +2,10 @@
 
 Inference (torch or ONNX Runtime) gets every core by default, beside the decoding processes:
 its idle threads wait passively (OMP_WAIT_POLICY=PASSIVE, ONNX Runtime without spinning), so
-the decoders take a core only while they have work. Measured on 2 cores (400 Caltech-101
-JPEGs, 2 decoders): 116 images/s with 2 inference threads against 84 with 1 (the cores the
-decoders left); on 12-MP JPEGs 47 against 36-45 (the thread-plan table in BENCHMARKS.md's
-throughput part).
+the decoders take a core only while they have work. `imgret index` on 2 cores, 2 decoders,
+2 inference threads against 1 (the cores the decoders leave, the plan before): 1.34x the
+images/s on 900 Caltech-101 JPEGs, 1.16x on 12-MP JPEGs (`python -m bench.throughput`, the
+thread-plan table).
 """
 
 from __future__ import annotations
