@@ -80,6 +80,7 @@ def test_knn_block_by_block_and_memory_mapped_equals_faiss(
     for rows in (db, mapped, np.asarray(mapped).copy().view()):
         scores, ids = knn(q, rows, 10)
         assert np.array_equal(ids, want_i) and np.allclose(scores, want_s, atol=1e-6)
+        assert np.array_equal(knn(q[:1], rows, 10)[1], want_i[:1])  # one query: FAISS's scan
     readonly = db.copy()
     readonly.flags.writeable = False  # copied block by block, without torch's warning
     with warnings.catch_warnings():
