@@ -92,14 +92,13 @@ def train(
             raise UserError(f"--limit must be 2 or more, got {limit}")
         pick = np.sort(np.random.default_rng(tc.seed).permutation(len(source))[:limit])
         source = replace(source.subset(pick), name=f"{source.name} (sample of {limit})")
+    base = model_config or replace(suggest_model_config(source), **(overrides or {}))
     if tc.objective == AUTO:  # the rule of choose_objective, on this collection
-        seen = model_config or replace(suggest_model_config(source), **(overrides or {}))
-        tc = replace(tc, objective=choose_objective(seen.channels, len(source)))
+        tc = replace(tc, objective=choose_objective(base.channels, len(source)))
         if tc.objective == "contrastive" and overrides:
             overrides = {k: v for k, v in overrides.items() if k != "decoder"}
         log(f"objective: {tc.objective} (chosen by the size and colour of the collection)")
     if model_config is None:
-        base = replace(suggest_model_config(source), **(overrides or {}))
         defaults = objective_model_defaults(tc.objective, base.channels, base.embedding_dim,
                                             n_images=len(source))  # fmt: skip
         mc = replace(base, **{**defaults, **(overrides or {})})
