@@ -62,6 +62,7 @@ def search(
     if not queries:
         raise UserError("give at least one query image")
     coll = open_collection(collection_dir)
+    coll.map_index()  # only searched: a flat index's vectors stay in its file
     searcher = Searcher(coll, log=log)
     if in_collection:
         ids = resolve_items(coll, [str(q) for q in queries])
@@ -106,4 +107,6 @@ def duplicates(
     collection_dir: str | Path, threshold: float = 0.95, *, k: int = 10, mode: str = "index"
 ) -> list[DuplicatePair]:
     """Pairs of near-duplicate images of a collection, most similar first."""
-    return find_duplicates(Searcher(open_collection(collection_dir)), threshold, k=k, mode=mode)
+    coll = open_collection(collection_dir)
+    coll.map_index()  # only searched: a flat index's vectors stay in its file
+    return find_duplicates(Searcher(coll), threshold, k=k, mode=mode)
