@@ -1,9 +1,9 @@
 """Searches of concurrent requests ranked together: one pass over the embeddings for many.
 
 A flat index (and exact mode) reads every embedding for each search; a batch of queries reads
-them once (FAISS then multiplies matrices). Requests put their query on a queue; each of a
-few worker threads takes every waiting query for the same Searcher and mode, up to
-`max_batch`, ranks them in one call and hands each request its own row. Nothing waits on
+them once (imgret.core.vectors.knn then multiplies matrices). Requests put their query on a
+queue; each of a few worker threads takes every waiting query for the same Searcher and mode,
+up to `max_batch`, ranks them in one call and hands each request its own row. Nothing waits on
 purpose: a query that arrives while the workers are idle is ranked at once, alone.
 """
 
@@ -16,13 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.vectors import faiss_module
 from ..retrieval.searcher import Ranking, Searcher
 
 __all__ = ["SearchQueue"]
-
-_ONE_BY_ONE = 2**31 - 1  # a threshold no query count reaches (a C int)
-
 
 @dataclass
 class _Job:
@@ -87,7 +83,6 @@ class SearchQueue:
         while True:
             batch = self._take()
             try:
-                _blas_for(len(batch))
                 k = max(job.k for job in batch)
                 queries = np.concatenate([job.query for job in batch])
                 exclude = np.array([job.exclude for job in batch], dtype=np.int64)
@@ -102,12 +97,3 @@ class SearchQueue:
             for r, job in enumerate(batch):
                 c = None if clusters is None else clusters[r : r + 1]
                 job.done.set_result(Ranking(scores[r : r + 1, : job.k], ids[r : r + 1, : job.k], c))
-
-
-def _blas_for(n_queries: int) -> None:
-    """FAISS's brute force as one matrix product for a batch (a batch of 10 then costs about
-    2x one query, not 10x), its query-by-query scan for one query (half the time of the
-    product). The setting is global: two workers at once may give a batch the slower path,
-    never another result."""
-    faiss = faiss_module()
-    faiss.cvar.distance_compute_blas_threshold = 1 if n_queries > 1 else _ONE_BY_ONE
