@@ -40,6 +40,7 @@ WORK = ROOT / "bench-out" / "throughput"
 RESULT = ROOT / "bench" / "results" / "throughput.md"
 MODEL = "efficientnet-lite0"
 PY = sys.executable
+OLD_THREADS = max(1, (os.cpu_count() or 1) - 2)  # the thread plan before: cores - 2 decoders
 
 
 def _load() -> str:
@@ -118,34 +119,24 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def index_rates(folder: Path, reps: int, extra: list[str] | None = None) -> dict[str, list[float]]:
-    """images/s of the plain loop and of `imgret index` (fresh collection each time), alternated."""
+def index_rates(
+    folder: Path, reps: int, extra: list[str] | None = None, baseline: list[str] | None = None
+) -> dict[str, list[float]]:
+    """images/s of a baseline and of `imgret index [extra]` (fresh collection each time),
+    alternated, the baseline first. baseline : `imgret index` options of the baseline runs
+    (None: the plain PyTorch loop)."""
     n = len(list(folder.rglob("*.jpg")))
     env = {**os.environ, "IMGRET_CACHE_DIR": str(WORK / "cache")}
     rates: dict[str, list[float]] = {"baseline": [], "imgret": []}
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
         for r in range(reps):
-            rates["baseline"].append(n / _timed([PY, "-c", BASELINE, str(folder)]))
-            coll = Path(tmp) / f"c{r}"
-            cmd = [PY, "-m", "imgret", "index", str(folder), "--out", str(coll), "--model", MODEL]
-            rates["imgret"].append(n / _timed(cmd + (extra or []), env))
-            shutil.rmtree(coll)
-    return rates
-
-
-def thread_plan_rates(folder: Path, reps: int) -> dict[str, list[float]]:
-    """images/s of `imgret index` with its default inference threads (every core) and with
-    the old plan (the cores the 2 decode workers leave, at least 1), alternated."""
-    n = len(list(folder.rglob("*.jpg")))
-    env = {**os.environ, "IMGRET_CACHE_DIR": str(WORK / "cache")}
-    old = str(max(1, (os.cpu_count() or 1) - 2))
-    rates: dict[str, list[float]] = {"imgret": [], "baseline": []}
-    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-        for r in range(reps):
-            for what, extra in (("baseline", ["--threads", old]), ("imgret", [])):
+            for what, options in (("baseline", baseline), ("imgret", extra or [])):
+                if options is None:
+                    rates[what].append(n / _timed([PY, "-c", BASELINE, str(folder)]))
+                    continue
                 coll = Path(tmp) / f"{what}{r}"
                 cmd = [PY, "-m", "imgret", "index", str(folder), "--out", str(coll), "--model"]
-                rates[what].append(n / _timed(cmd + [MODEL, *extra], env))
+                rates[what].append(n / _timed([*cmd, MODEL, *options], env))
                 shutil.rmtree(coll)
     return rates
 
@@ -264,7 +255,9 @@ def main() -> None:
     print("12 MP:", {k: [round(v, 1) for v in vs] for k, vs in big_rates.items()}, flush=True)
     torch_rates = index_rates(small, reps, ["--backend", "torch"])
     print("torch backend:", torch_rates, flush=True)
-    plans = {"small": thread_plan_rates(small, reps), "big": thread_plan_rates(big, reps)}
+    old = ["--threads", str(OLD_THREADS)]
+    plans = {"small": index_rates(small, reps, baseline=old),
+             "big": index_rates(big, reps, baseline=old)}  # fmt: skip
     print("thread plans:", plans, flush=True)
     latency = query_latency(n_coll, sorted(small.rglob("*.jpg")))
     print("latency:", latency, flush=True)
@@ -284,9 +277,8 @@ def write(a, started, load0, export_s, n_small, n_big, small, big, torch_rates, 
     t_imgret, t_base = _med(torch_rates["imgret"]), _med(torch_rates["baseline"])
     f_plain, f_imgret, f_excl = (_med(flat[k]) for k in ("faiss", "imgret", "imgret-exclude"))
 
-    old_threads = max(1, (os.cpu_count() or 1) - 2)
     plans_head = (f"| inference threads: every core (the default) vs the cores 2 decoders leave | "
-                  f"default images/s | `--threads {old_threads}` images/s | ratio |")
+                  f"default images/s | `--threads {OLD_THREADS}` images/s | ratio |")
 
     def row(what: str, rates: dict[str, list[float]]) -> str:
         return (f"| {what} | {', '.join(f'{v:.1f}' for v in rates['imgret'])} | "
