@@ -82,19 +82,20 @@ class TrainConfig:
 # are at least this many per whitened dimension (2,560 for 128). On 1,000-image collections a
 # whitening cost up to 0.22 mAP on validation queries (bench/results/small_collections.md).
 IMAGES_PER_WHITENED_DIM = 20
+WHITEN_DIM = 128  # dimensions a contrastive model is PCA-whitened to
 
 
 def choose_objective(channels: int, n_images: int) -> str:
     """The objective `imgret train` uses without --objective, by a label-free rule.
 
     Grayscale collections too small to whiten a contrastive model (fewer than
-    IMAGES_PER_WHITENED_DIM x 128 images) train the reconstruction autoencoder: on
+    IMAGES_PER_WHITENED_DIM x WHITEN_DIM images) train the reconstruction autoencoder: on
     fashion-mnist:val:small it tied the unwhitened contrastive model on mAP (0.498 both) and led
     on P@10 (0.689 against 0.661) and with re-ranking (0.516 against 0.511); the contrastive
     default stays for colour images and for larger collections
     (bench/results/small_collections.md).
     """
-    if channels == 1 and n_images < IMAGES_PER_WHITENED_DIM * 128:
+    if channels == 1 and n_images < IMAGES_PER_WHITENED_DIM * WHITEN_DIM:
         return "reconstruction"
     return DEFAULT_OBJECTIVE
 
@@ -111,7 +112,7 @@ def objective_model_defaults(
     """
     if objective != "contrastive":
         return {}
-    whiten = min(128, embedding_dim)
+    whiten = min(WHITEN_DIM, embedding_dim)
     if n_images is not None and n_images < IMAGES_PER_WHITENED_DIM * whiten:
         whiten = 0
     return {
