@@ -331,15 +331,18 @@ def merged(runs: list[dict]) -> dict:
     """Several load runs of one server as one: their records, seconds and server CPU."""
     return {"records": [r for run in runs for r in run["records"]],
             "seconds": sum(run["seconds"] for run in runs),
-            "server_cpu": sum(run["server_cpu"] for run in runs)}  # fmt: skip
+            "server_cpu": sum(run["server_cpu"] for run in runs),
+            "client_cpu": sum(run["client_cpu"] for run in runs)}  # fmt: skip
 
 
 def summarize(run: dict, kind: str | None = None) -> dict:
     recs = [r for r in run["records"] if kind is None or r[0] == kind]
     ok = [r[1] for r in recs if r[2]]
     cpu = run.get("server_cpu") if kind is None else None
+    client = run.get("client_cpu") if kind is None else None
     return {
         "cpu_ms": 1000 * cpu / max(1, len(recs)) if cpu is not None else None,
+        "client_ms": 1000 * client / max(1, len(recs)) if client is not None else None,
         "server_cores": cpu / run["seconds"] if cpu is not None else None,
         "requests": len(recs),
         "rate": len(recs) / run["seconds"],
@@ -473,10 +476,11 @@ def main() -> None:
 
     def load(server: Server, kinds: tuple[str, ...], modes: tuple[str | None, ...],
              duration: float = seconds) -> dict:  # fmt: skip
-        cpu = server.cpu_seconds()
+        cpu, mine = server.cpu_seconds(), time.process_time()
         run = asyncio.run(run_clients(server.base, args.clients, duration, queries, n_items,
                                       kinds, modes))  # fmt: skip
         run["server_cpu"] = server.cpu_seconds() - cpu
+        run["client_cpu"] = time.process_time() - mine
         return run
 
     print(f"1. and 2. searches by id, old service and new in turn, {ROUNDS} rounds", flush=True)
@@ -521,6 +525,8 @@ def main() -> None:
 def write_report(args: argparse.Namespace, out: dict) -> None:
     import torch
 
+    from imgret.core.prescan import prescan_pays
+
     mib = 1024 * 1024
     cmd = "python -m bench.web" + (" --quick" if args.quick else "")
     ratio = out["new_id"]["rate"] / max(out["old_id"]["rate"], 1e-9)
@@ -541,9 +547,9 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
         "in its own process on 127.0.0.1; the clients (httpx, asyncio) run in the benchmark "
         f"process on the same machine, {out['clients']} at once for {out['seconds']:.0f} s per "
         f"row, the first two rows in {ROUNDS} alternated rounds (searches by id on keep-alive "
-        "connections with a minimal HTTP client, about 0.3 "
-        "ms of CPU a request, so that the clients leave the CPU to the servers; uploads with "
-        f"httpx); k = {K}; a request counts as an error unless it answers 200 with {K} hits. The "
+        "connections with a minimal HTTP client, so that the clients leave the CPU to the "
+        f"servers: {out['old_id']['client_ms']:.2f} and {out['new_id']['client_ms']:.2f} ms of "
+        f"the benchmark's CPU a request in the first two rows; uploads with httpx); k = {K}; a request counts as an error unless it answers 200 with {K} hits. The "
         f"old service is the code of commit {OLD_COMMIT} (`git worktree add {OLD_TREE} "
         f"{OLD_COMMIT}`, run with PYTHONPATH there), serving the same embeddings, clusters and "
         "index written by its own code, in the same run.",
@@ -560,6 +566,9 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
         lines.append(f"| {who} | {what} | {s['requests']:,} | {s['rate']:.1f} | {s['p50']:.1f} | "
                      f"{s['p95']:.1f} | {s['errors']} | {cpu} |")  # fmt: skip
     om, nm = out["old_memory"], out["new_memory"]
+    prescan_note = (f"; the anonymous part holds the pre-scan's bfloat16 copy of them "
+                    f"({out['embeddings_bytes'] / 2 / mib:.1f} MiB; this CPU has AMX)"
+                    if prescan_pays() else "")  # fmt: skip
     lines += [
         "",
         f"Searches by id: the new service answered {ratio:.2f}x the requests/s of the old one "
@@ -574,7 +583,7 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
         f"{om['VmRSS'] / mib:.0f} MiB (anonymous {om.get('RssAnon', 0) / mib:.0f}), new "
         f"{nm['VmRSS'] / mib:.0f} MiB (anonymous {nm.get('RssAnon', 0) / mib:.0f}, file-backed "
         f"{nm.get('RssFile', 0) / mib:.0f}: the memory-mapped chunks and the libraries), beside "
-        f"{out['embeddings_bytes'] / mib:.1f} MiB of embeddings on disk.",
+        f"{out['embeddings_bytes'] / mib:.1f} MiB of embeddings on disk{prescan_note}.",
         "",
         f"Adding {add['count']} images (CIFAR-10 test JPEGs, uploaded to `/api/add/files` of "
         "`imgret serve --allow-add`) while 5 clients searched by id: the job took "

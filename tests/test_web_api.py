@@ -184,6 +184,37 @@ def test_more_like_this_matches_the_library_without_itself(
         assert result["cluster"] == (None if clusters is None else int(clusters[0]))
 
 
+def test_the_fast_path_answers_searches_by_id_as_the_route_does(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GET /api/search/{id}` with only k and mode skips FastAPI (imgret/web/fastpath.py);
+    any other parameter (here rerank=false, which changes nothing) takes the route."""
+    from imgret.web.fastpath import SearchFastPath
+
+    taken: list[int] = []
+    fast = SearchFastPath._search
+
+    async def spy(self: SearchFastPath, item: int, *args: object) -> None:
+        taken.append(item)
+        await fast(self, item, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SearchFastPath, "_search", spy)
+    for url in ("/api/search/7?k=4&mode=exact", "/api/search/3?", "/api/search/5?mode=cluster&k=2",
+                "/api/search/2?k=3&mode=index", "/api/search/999?k=3"):  # fmt: skip
+        quick = client.get(url)
+        routed = client.get(url + "&rerank=false")
+        assert quick.status_code == routed.status_code, url
+        assert {k: v for k, v in quick.headers.items() if k != "content-length"} == {
+            k: v for k, v in routed.headers.items() if k != "content-length"
+        }, url
+        a, b = quick.json(), routed.json()
+        for answer in (a, b):
+            answer.pop("took_ms", None)
+        assert a == b, url
+    assert taken == [7, 3, 5, 2, 999]  # the route answered the others (k=0, rerank, ...)
+    assert client.get("/api/search/3?k=0").status_code == 422 and taken[-1] == 999
+
+
 @pytest.mark.parametrize(
     "url, status, words",
     [
@@ -386,7 +417,8 @@ def test_item_files_resolve_only_regular_files_inside_the_root(tmp_path: Path) -
 def test_token_is_required_when_set(web: WebCollection) -> None:
     token = "s3cret-token_42"
     client = TestClient(create_app(web.collection, token=token), base_url=LOCAL)
-    for url in ("/api/info", "/", "/api/thumbs/0", "/openapi.json", "/static/common.js"):
+    for url in ("/api/info", "/", "/api/thumbs/0", "/openapi.json", "/static/common.js",
+                "/api/search/0?k=3"):  # fmt: skip
         r = client.get(url)
         assert r.status_code == 401 and "access token" in r.json()["detail"], url
     assert (
@@ -409,6 +441,7 @@ def test_other_host_names_are_refused_on_localhost(client: TestClient) -> None:
     assert client.get("/api/info", headers={"Host": "127.0.0.1:8000"}).status_code == 200
     assert client.get("/api/info", headers={"Host": "localhost:8000"}).status_code == 200
     assert client.get("/api/info", headers={"Host": "evil.example:8000"}).status_code == 400
+    assert client.get("/api/search/0", headers={"Host": "evil.example"}).status_code == 400
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
 

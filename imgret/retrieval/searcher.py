@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..core.errors import UserError
+from ..core.prescan import Prescan, prescan_pays
 from ..core.vectors import drop_excluded, knn, nearest_centroids, normalize, top_k
 from ..store.index_files import IndexSettings
 from .faiss_search import cluster_index, search_cluster_index, search_index
@@ -64,14 +65,21 @@ class Searcher:
         after the collection changes)
     settings : index search settings (nprobe, ef_search, refine); default: the collection's
     log : where a note goes (e.g. that the index lags behind and search is exact)
+    prescan : for a Searcher that answers many searches (the web app): exact searches of
+        several queries at once pre-scan a bfloat16 copy of the embeddings (imgret.core.prescan;
+        same results, 2-3x faster, half the embeddings' size in memory), made on first use,
+        where the CPU has AMX and the metric is cosine
     """
 
     def __init__(
-        self, vectors: VectorSet, *, settings: IndexSettings | None = None, log: Log = _stderr
-    ) -> None:
+        self, vectors: VectorSet, *, settings: IndexSettings | None = None, log: Log = _stderr,
+        prescan: bool = False,
+    ) -> None:  # fmt: skip
         self.vectors = vectors
         self.settings = settings or vectors.index_settings
         self.log = log
+        self._use_prescan = prescan and vectors.metric == "cosine" and prescan_pays()
+        self._prescan: Prescan | None = None
         self._delta: tuple[np.ndarray, np.ndarray] | None = None
         self._cluster_index: Any = None
         self._warned = False
@@ -165,7 +173,11 @@ class Searcher:
         return self._index_search(queries, k, settings)
 
     def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over every position, block by block, merged."""
+        """Brute force over every position, block by block, merged (or the pre-scan)."""
+        if self._use_prescan and len(queries) > 1:
+            if self._prescan is None:
+                self._prescan = Prescan(self.vectors.iter_blocks())
+            return self._prescan.knn(queries, k)
         metric = self.vectors.metric
         best_s: np.ndarray | None = None
         best_i: np.ndarray | None = None

@@ -28,6 +28,7 @@ from .api import add_api
 from .auth import TokenGate
 from .config import WebConfig
 from .errors import WebError
+from .fastpath import SearchFastPath
 from .middleware import BodyLimit, CrossSiteGuard, HostGuard, SecurityHeaders
 from .pages import add_pages
 from .service import CollectionService
@@ -71,7 +72,9 @@ def create_app(
         add_jobs_api(app, app.state.jobs, config)
         larger[ADD_UPLOAD_PATH] = config.max_add_bytes
     add_pages(app, service)
-    # Added innermost first: the security headers wrap everything, the body limit is innermost.
+    # Added innermost first: the security headers wrap everything; innermost, searches by id
+    # that need none of FastAPI's checks skip it (fastpath.py).
+    app.add_middleware(SearchFastPath, service=service, max_k=config.max_k)
     app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes + _MULTIPART_SLACK,
                        larger=larger)  # fmt: skip
     app.add_middleware(TokenGate, token=token)

@@ -5,7 +5,8 @@ manifest, clustering, failures: one read transaction of the store), memory-maps 
 and loads the FAISS index, then closes the collection: requests run in many threads and never
 touch its SQLite file, and a writer may delete files this snapshot no longer needs by name
 (the maps stay valid). Embeddings stay on disk: searches go through the FAISS index (mode
-"index") or the memory-mapped chunks (mode "exact"); no copy is held here.
+"index") or the memory-mapped chunks (mode "exact"); no float32 copy is held here (on AMX
+CPUs the Searcher holds a bfloat16 one, half the size, for its pre-scan: imgret.core.prescan).
 
 `stamp(path)` is cheap (a few `stat` calls): it changes whenever collection.json, index.json
 or the SQLite database (its write-ahead log included) is written, i.e. at every commit of a
@@ -60,9 +61,9 @@ class Snapshot:
             close = getattr(coll, "close", None)
             (close or coll.store.close)()
         self.collection: Collection = coll
-        self.searcher = Searcher(coll, log=(lambda _: None) if quiet else print)
+        self.searcher = Searcher(coll, log=(lambda _: None) if quiet else print, prescan=True)
         if self.count:
-            probe = np.ones((1, coll.dim), np.float32)
+            probe = np.ones((2, coll.dim), np.float32)  # 2: makes the pre-scan's copy too
             self.searcher.search(probe, 1, mode="index")  # computes what the index lacks
         self._names: list[str] | None = None
         self._subsets: dict[tuple[str, str], Searcher] = {}
