@@ -13,6 +13,7 @@ command says `--split`; test queries are never used here.
     python scripts/validation.py size caltech101 --sizes 160 192 224 256
     python scripts/validation.py backbones caltech101                # lite0/1/2 at their sizes
     python scripts/validation.py adapt caltech101 --neighbors 0 5 ... (see --help)
+    python scripts/validation.py diffusion caltech101               # after DBA + alpha-QE
 
 Each command's output is kept in bench/results/validation.json and rendered into
 bench/results/validation.md (a section of BENCHMARKS.md), with the command that printed it.
@@ -74,12 +75,15 @@ class Split:
         self.db_rows = db  # rows of the dataset cache, for view caches in the same order
         self.images_per_s = float(emb["images_per_s"])
 
-    def score(self, q: np.ndarray | None = None, db: np.ndarray | None = None) -> dict[str, float]:
+    def score(
+        self, q: np.ndarray | None = None, db: np.ndarray | None = None, **diffusion: int
+    ) -> dict[str, float]:
+        """The protocol's metrics; `diffusion`, `diffusion_candidates`: as evaluate_embeddings."""
         b = self.bench
         overall, _, _ = evaluate_embeddings(
             self.q if q is None else q, list(self.ql), self.db if db is None else db,
             list(self.dbl), map_ks=(b.k_map,) if b.k_map else (), ks=(10,),
-            with_all="mAP@all" in b.metrics,
+            with_all="mAP@all" in b.metrics, **diffusion,
         )  # fmt: skip
         return {m: overall[m] for m in b.metrics}
 
@@ -110,6 +114,23 @@ def cmd_rerank(a: argparse.Namespace) -> None:
         for qe in a.qe:
             q = query_expansion(s.q, db, qe, alpha, knn=knn)
             say(f"DBA {dba:2d}, alpha-QE {qe:2d}, alpha {alpha:g}: {fmt(s.score(q, db))}")
+
+
+def cmd_diffusion(a: argparse.Namespace) -> None:
+    """Diffusion after the default DBA + alpha-QE: graph neighbours x candidates. With
+    --models, of the models' embeddings side by side (each unit-norm, then the whole)."""
+    names = a.models or [a.model]
+    parts = [Split(a.protocol, m, a.size or NATIVE[m], a.pooling, a.split) for m in names]
+    s = parts[0]
+    if len(parts) > 1:
+        s.q = normalize(np.concatenate([p.q for p in parts], axis=1))
+        s.db = normalize(np.concatenate([p.db for p in parts], axis=1))
+        say(f"{' + '.join(names)}, side by side: {fmt(s.score())}")
+    q, db = s.rerank(s.q, s.db)
+    say(f"DBA + alpha-QE (--rerank): {fmt(s.score(q, db))}")
+    for n, c in itertools.product(a.neighbors, a.candidates):
+        say(f"+ diffusion, {n} neighbours, top {c}: "
+            f"{fmt(s.score(q, db, diffusion=n, diffusion_candidates=c))}")  # fmt: skip
 
 
 def _head(x: np.ndarray, labels: list[str], apply: list[np.ndarray], **cfg: Any) -> list:
@@ -201,7 +222,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     cmds = {"pooling": cmd_pooling, "rerank": cmd_rerank, "pseudo": cmd_pseudo,
             "finetune-lr": cmd_finetune_lr, "size": cmd_size, "backbones": cmd_backbones,
-            "adapt": cmd_adapt}  # fmt: skip
+            "adapt": cmd_adapt, "diffusion": cmd_diffusion}  # fmt: skip
     for name in cmds:
         s = sub.add_parser(name)
         s.add_argument("protocol", choices=("cifar10", "caltech101"))
@@ -234,6 +255,10 @@ def main() -> None:
             s.add_argument("--lr", type=float, default=1e-3)
         if name == "backbones":
             s.add_argument("--models", nargs="*", default=list(NATIVE))
+        if name == "diffusion":
+            s.add_argument("--neighbors", type=int, nargs="*", default=[20, 50, 100])
+            s.add_argument("--candidates", type=int, nargs="*", default=[100, 300, 1000])
+            s.add_argument("--models", nargs="*", help="several: embeddings side by side")
     p.add_argument("--threads", type=int, default=1, help="torch and FAISS threads")
     a = p.parse_args()
     torch.set_num_threads(a.threads)

@@ -95,7 +95,8 @@ def test_query_expansion_never_uses_the_query_own_row() -> None:
 
 def test_evaluate_rerank_records_settings(image_folder: Path) -> None:
     ev = evaluate("pixels", image_folder, rerank=RerankConfig(qe_neighbors=3), progress=False)
-    assert ev.settings["rerank"] == {"dba_neighbors": 10, "qe_neighbors": 3, "alpha": 3.0}
+    assert ev.settings["rerank"] == {"dba_neighbors": 10, "qe_neighbors": 3, "alpha": 3.0,
+                                     "diffusion_neighbors": 0}  # fmt: skip
     assert "rerank_s" in ev.timings and 0 < ev.overall["mAP@100"] <= 1
     cl = evaluate(
         "pixels", image_folder, mode="cluster", clusters=4, rerank=RerankConfig(), progress=False
@@ -107,7 +108,8 @@ def test_evaluate_cli_rerank(image_folder: Path, capsys: pytest.CaptureFixture[s
     assert main(["evaluate", "pixels", str(image_folder), "--rerank", "--alpha", "2",
                  "--json"]) == 0  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
-    assert doc["settings"]["rerank"] == {"dba_neighbors": 10, "qe_neighbors": 10, "alpha": 2.0}
+    assert doc["settings"]["rerank"] == {"dba_neighbors": 10, "qe_neighbors": 10, "alpha": 2.0,
+                                         "diffusion_neighbors": 0}  # fmt: skip
     assert main(["evaluate", "pixels", str(image_folder), "--qe", "4", "--no-per-class"]) == 0
     assert "re-ranked (DBA 10, alpha-QE 4, alpha 3)" in capsys.readouterr().out
 
@@ -119,6 +121,8 @@ def test_rerank_flags_parse(capsys: pytest.CaptureFixture[str]) -> None:
     assert rerank_config(parse(["search", "c", "q", "--qe", "5"])) == RerankConfig(qe_neighbors=5)
     got = rerank_config(parse(["evaluate", "m", "b", "--dba", "0", "--alpha", "1.5"]))
     assert got == RerankConfig(dba_neighbors=0, alpha=1.5)
+    got = rerank_config(parse(["evaluate", "m", "b", "--diffusion", "50"]))
+    assert got == RerankConfig(diffusion_neighbors=50)
     with pytest.raises(SystemExit):  # refused while parsing (cli.options), exit code 2
         parse(["search", "c", "q", "--dba", "-1"])
     assert "argument --dba: -1 is out of range" in capsys.readouterr().err

@@ -82,8 +82,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         where = f", K = {ev.settings['clusters']}" if "clusters" in ev.settings else ""
         if "rerank" in ev.settings:
             r = ev.settings["rerank"]
+            diffusion = r.get("diffusion_neighbors", 0)
             where += (f", re-ranked (DBA {r['dba_neighbors']}, alpha-QE {r['qe_neighbors']}, "
-                      f"alpha {r['alpha']:g})")  # fmt: skip
+                      f"alpha {r['alpha']:g}"
+                      + (f", diffusion {diffusion}" if diffusion else "") + ")")  # fmt: skip
         print(f"{ev.benchmark}: {ev.n_queries:,} queries, {ev.n_database:,} database images; "
               f"model {ev.model}, {ev.mode} search{where}")  # fmt: skip
         print(format_table(ev, per_class=not a.no_per_class))

@@ -85,7 +85,7 @@ NEIGHBOURS = int_in(0, 100)  # re-ranking: memory grows with it (candidates x N 
 
 def add_rerank_options(p: argparse.ArgumentParser) -> None:
     """--rerank and its settings (label-free re-ranking, imgret.rerank)."""
-    g = p.add_argument_group("re-ranking (label-free: DBA + alpha query expansion)")
+    g = p.add_argument_group("re-ranking (label-free: DBA + alpha query expansion, diffusion)")
     g.add_argument(
         "--rerank",
         action="store_true",
@@ -99,11 +99,16 @@ def add_rerank_options(p: argparse.ArgumentParser) -> None:
                    "default 10)")  # fmt: skip
     g.add_argument("--alpha", type=float_in(0, 100), metavar="A",
                    help="weight = similarity ** A (default 3)")  # fmt: skip
+    g.add_argument("--diffusion", type=NEIGHBOURS, metavar="N",
+                   help="then re-order each query's top 300 by diffusion over their graph of "
+                   "N neighbours each (default 0: off; 50 was chosen on validation "
+                   "queries)")  # fmt: skip
 
 
 def rerank_config(a: argparse.Namespace) -> RerankConfig | None:
     """The RerankConfig that `add_rerank_options` asked for, or None when it is off."""
-    given = {"dba_neighbors": a.dba, "qe_neighbors": a.qe, "alpha": a.alpha}
+    given = {"dba_neighbors": a.dba, "qe_neighbors": a.qe, "alpha": a.alpha,
+             "diffusion_neighbors": a.diffusion}  # fmt: skip
     if not a.rerank and all(v is None for v in given.values()):
         return None
     from ..retrieval.rerank import RerankConfig

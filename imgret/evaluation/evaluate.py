@@ -36,9 +36,11 @@ from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
 from ..models.pixels import PixelEmbedder
 from ..retrieval.rerank import (
+    DIFFUSION_CANDIDATES,
     KnnFn,
     RerankConfig,
     database_augmentation,
+    diffuse_ranking,
     exact_knn,
     query_expansion,
 )
@@ -134,11 +136,16 @@ def evaluate_embeddings(
     exclude: np.ndarray | None = None,
     assignments: np.ndarray | None = None,
     centroids: np.ndarray | None = None,
+    diffusion: int = 0,
+    diffusion_candidates: int = DIFFUSION_CANDIDATES,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, list[float]]]:
     """Score cosine rankings -> (overall, per_class, curve).
 
     queries (n_queries, dim), database (n_database, dim): any float rows (normalised here).
     Pass `assignments` and `centroids` (in the normalised space) for cluster-mode search.
+    `diffusion` > 0: each ranking's top `diffusion_candidates` are re-ordered by diffusion
+    with that many graph neighbours (`diffuse_ranking`: the last stage of
+    `RerankConfig.diffusion_neighbors`).
     """
     q = normalize(queries)
     db = normalize(database)
@@ -161,6 +168,8 @@ def evaluate_embeddings(
             q[sl], db, depth, exclude=None if exclude is None else exclude[sl],
             assignments=assignments, centroids=centroids,
         )  # fmt: skip
+        if diffusion > 0:
+            ids = diffuse_ranking(q[sl], ids, db, diffusion, diffusion_candidates)
         rel = relevance_matrix(ids, q_labels[sl], db_labels)
         for k in map_ks:
             per_query[f"mAP@{k}"][sl] = average_precision_at_k(rel, k)
@@ -346,6 +355,7 @@ def evaluate(
     overall, per_class, curve = evaluate_embeddings(
         q_emb, split.query_labels, db_emb, split.database_labels, map_ks=(map_k,),
         ks=(10, 100, map_k), exclude=split.exclude, assignments=assignments, centroids=centroids,
+        diffusion=rerank.diffusion_neighbors if rerank is not None else 0,
     )  # fmt: skip
     timings["score_s"] = time.perf_counter() - t0
     if split.skipped:

@@ -11,7 +11,12 @@ in the collection, which pulls images of the same kind together:
 Weights are max(similarity, 0) ** alpha. All embeddings are unit-norm rows, cosine similarity.
 (Radenovic, Tolias and Chum, "Fine-tuning CNN image retrieval with no human annotation", 2018.)
 
-Offline, over a whole set of embeddings: `database_augmentation` and `query_expansion`.
+Optionally, diffusion over each query's top DIFFUSION_CANDIDATES then re-orders them
+(`diffusion_neighbors` > 0; imgret.retrieval.diffusion): by how they connect to the query
+through chains of neighbours among the candidates, not by their own similarity alone.
+
+Offline, over a whole set of embeddings: `database_augmentation` and `query_expansion`
+(and `diffuse_ranking` over a ranking made from them).
 At query time, on a collection of any size: `rerank_candidates` gives each query's top
 max(k, RERANK_CANDIDATES) candidates their DBA embedding from their own nearest neighbours
 (found by the caller's `knn`), expands the query (alpha-QE) over them and re-scores them.
@@ -26,13 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.vectors import drop_excluded, knn, normalize, top_k
+from .diffusion import diffusion_order
 
 __all__ = [
     "RerankConfig", "exact_knn", "database_augmentation", "query_expansion",
-    "rerank_candidates", "RERANK_CANDIDATES",
+    "rerank_candidates", "RERANK_CANDIDATES", "DIFFUSION_CANDIDATES", "diffuse_ranking",
 ]  # fmt: skip
 
 RERANK_CANDIDATES = 100  # candidates per query that re-ranking re-scores (at least k)
+DIFFUSION_CANDIDATES = 300  # candidates diffusion re-orders (chosen on validation queries)
 RERANK_BLOCK = 256  # queries re-ranked at once: bounds the candidate embeddings in memory
 
 # (queries (m, dim), k) -> (similarities (m, k), ids (m, k)), best first, id -1 = none
@@ -46,6 +53,7 @@ class RerankConfig:
     dba_neighbors: int = 10  # neighbours averaged into each database embedding (0 = off)
     qe_neighbors: int = 10  # neighbours averaged into each query (0 = off)
     alpha: float = 3.0  # weight = similarity ** alpha
+    diffusion_neighbors: int = 0  # graph neighbours of the diffusion stage (0 = off)
 
 
 def exact_knn(database: np.ndarray) -> KnnFn:
@@ -146,7 +154,8 @@ def rerank_candidates(
     to expand it. With every image a candidate (a collection of at most `candidates`) the
     result is that of `database_augmentation` + `query_expansion` over the whole collection.
     """
-    n_cand = max(k, candidates)
+    diffusing = config.diffusion_neighbors > 0
+    n_cand = max(k, candidates, DIFFUSION_CANDIDATES if diffusing else 0)
     out_scores = np.full((len(queries), k), -np.inf, np.float32)
     out_ids = np.full((len(queries), k), -1, np.int64)
     for s in range(0, len(queries), RERANK_BLOCK):
@@ -164,7 +173,31 @@ def rerank_candidates(
             row = row[row >= 0]
             d = dba[np.searchsorted(have, row)]  # (c, dim)
             q2 = query_expansion(q[None], d, config.qe_neighbors, config.alpha)  # (1, dim)
-            best, col = top_k(q2 @ d.T, k)
+            sims = q2 @ d.T  # (1, c)
+            if diffusing:  # diffusion's order; the scores stay the similarities
+                order = diffusion_order(sims[0], d, config.diffusion_neighbors)[:k]
+                out_scores[s + i, : len(order)] = sims[0, order]
+                out_ids[s + i, : len(order)] = row[order]
+                continue
+            best, col = top_k(sims, k)
             out_scores[s + i] = best[0]
             out_ids[s + i] = np.where(col[0] >= 0, row[np.maximum(col[0], 0)], -1)
     return out_scores, out_ids
+
+
+def diffuse_ranking(
+    queries: np.ndarray, ids: np.ndarray, database: np.ndarray, neighbors: int,
+    candidates: int = DIFFUSION_CANDIDATES,
+) -> np.ndarray:  # fmt: skip
+    """Each query's first `candidates` ids re-ordered by diffusion -> ids, same shape.
+
+    queries (m, dim) and database (n, dim) unit-norm (the expanded queries and augmented
+    database of `query_expansion` and `database_augmentation`); ids (m, depth) rankings of the
+    database, -1 = none (left at the end)."""
+    out = ids.copy()
+    for i, (q, row) in enumerate(zip(queries, ids, strict=True)):
+        cand = row[:candidates]
+        cand = cand[cand >= 0]
+        emb = np.asarray(database[cand], np.float32)
+        out[i, : len(cand)] = cand[diffusion_order(emb @ q, emb, neighbors)]
+    return out
