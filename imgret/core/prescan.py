@@ -11,7 +11,7 @@ with R the largest |x - x~| of a row, N and N~ the largest norm of a row and of 
 d 2^-24 the float32 accumulation and the last term the rounding of the score to bfloat16.
 From the k-th best pre-scan score follows a lower bound of the true k-th best score, and from
 that the least pre-scan score a row of the true top k can have (`_threshold`). The rows above
-it (about 20 of 10,000 for k = 11 on CIFAR-10 embeddings of a pretrained model; a few hundred
+it (a few tens of 10,000 for k = 11 on CIFAR-10 embeddings of a pretrained model; hundreds
 on random 1280-d rows, where scores crowd) are scored again in float32 from the original rows.
 The result is the float32 search's, ties in position order.
 

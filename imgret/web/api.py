@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from . import schemas
-from .config import WebConfig
+from .config import DEFAULT_K, WebConfig
 from .errors import WebError
 from .files import ImageBlob
 from .service import PLOTS, CollectionService
@@ -71,7 +71,7 @@ def add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> None
     )
     async def search_upload(
         file: Annotated[UploadFile, File(description="the query image (JPEG, PNG, ...)")],
-        k: Annotated[int, Form(ge=1, le=config.max_k)] = 12,
+        k: Annotated[int, Form(ge=1, le=config.max_k)] = DEFAULT_K,
         mode: Annotated[Mode, Form()] = "index",
         rerank: Annotated[bool, Form()] = False,
         label: Annotated[str | None, Form(max_length=500)] = None,
@@ -100,8 +100,9 @@ def add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> None
         responses=ERRORS,
         tags=["search"],
     )
-    async def search_item(item_id: int, k: K = 12, mode: Mode = "index", rerank: bool = False,
-                          label: Label = None, folder: Folder = None) -> dict:  # fmt: skip
+    async def search_item(item_id: int, k: K = DEFAULT_K, mode: Mode = "index",
+                          rerank: bool = False, label: Label = None,
+                          folder: Folder = None) -> dict:  # fmt: skip
         """More like this: rank the collection for one of its images (left out of the hits;
         the other parameters as for an upload)."""
         label, folder = label or None, folder or None

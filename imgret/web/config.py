@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["WebConfig", "LOOPBACK_HOSTS"]
+__all__ = ["WebConfig", "LOOPBACK_HOSTS", "DEFAULT_K"]
+
+DEFAULT_K = 12  # results of a search that does not say k (the API, its fast path, the pages)
 
 # Host header values always accepted when serving on a loopback address: a page on another
 # site that rebinds its own DNS name to 127.0.0.1 is then refused (DNS rebinding).

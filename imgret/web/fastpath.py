@@ -1,8 +1,8 @@
 """The busiest request, "more like this", answered without FastAPI's per-request machinery.
 
-Under load the web app spent most of its time per search by id in FastAPI: routing, reading
-and validating six parameters, validating and serializing the answer (about two thirds of the
-server's Python time per request; profile in bench/web.py's notes). `SearchFastPath` answers
+Under bench.web's load, FastAPI's routing, reading and validating six parameters, and
+validating and serializing the answer held the GIL for about a quarter of the server's
+samples (py-spy) and made the search thread wait for it. `SearchFastPath` answers
 `GET /api/search/{id}` when its query string holds only `k` (1 to max_k) and `mode`, and no
 reload of the collection is due: the same service call as the route in api.py, serialized by
 pydantic-core as FastAPI would. Everything else (other parameters, values it would refuse,
@@ -20,6 +20,7 @@ from pydantic_core import to_json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.errors import UserError
+from .config import DEFAULT_K
 from .errors import WebError
 from .middleware import send_json
 from .service import MODES, CollectionService
@@ -28,7 +29,6 @@ __all__ = ["SearchFastPath"]
 
 _PATH = re.compile(r"/api/search/([0-9]{1,18})")
 _COUNT = re.compile(r"[0-9]{1,9}")
-DEFAULT_K = 12  # as the route in api.py
 
 
 class SearchFastPath:
