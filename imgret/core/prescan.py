@@ -97,13 +97,15 @@ class Prescan:
         scores = np.full((m, k), -np.inf, np.float32)
         ids = np.full((m, k), -1, np.int64)
         for q0 in range(0, m, QUERY_BLOCK):
-            s, i = self._knn_block(np.ascontiguousarray(queries[q0 : q0 + QUERY_BLOCK]), k)
-            scores[q0 : q0 + len(s), : s.shape[1]] = s
-            ids[q0 : q0 + len(s), : s.shape[1]] = i
+            rows = slice(q0, q0 + QUERY_BLOCK)
+            self._knn_block(np.ascontiguousarray(queries[rows]), k, scores[rows], ids[rows])
         return scores, ids
 
-    def _knn_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pre-scan every block for candidates, then rank their union in float32."""
+    def _knn_block(
+        self, queries: np.ndarray, k: int, scores: np.ndarray, ids: np.ndarray
+    ) -> None:
+        """Pre-scan every block for candidates, then rank their union in float32 into
+        `scores` and `ids` ((m, k), filled with -inf and -1 by the caller)."""
         import torch
 
         with torch.inference_mode():
@@ -125,19 +127,16 @@ class Prescan:
                 if len(union):
                     scored = q @ torch.from_numpy(np.ascontiguousarray(rows[union], np.float32)).T
                     found.append((positions[union], scored.numpy()))
-        if not found:  # no rows
-            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if not found:  # no rows: -inf and -1 stay
+            return
         # every query's candidates are among the union: its best k there are its best k
         pos = np.concatenate([p for p, _ in found])
         order = np.argsort(pos)
         pos = pos[order]  # columns in position order: a stable sort keeps ties in it
         exact = np.concatenate([s for _, s in found], axis=1)[:, order]
         best = np.argsort(-exact, axis=1, kind="stable")[:, :k]  # (m, <= k)
-        scores = np.full((len(q), k), -np.inf, np.float32)
-        ids = np.full((len(q), k), -1, np.int64)
         scores[:, : best.shape[1]] = np.take_along_axis(exact, best, 1)
         ids[:, : best.shape[1]] = pos[best]
-        return scores, ids
 
     def _error(self, q: torch.Tensor, q16: torch.Tensor) -> torch.Tensor:
         """(m,) the largest error of each query's pre-scan scores before their rounding."""
