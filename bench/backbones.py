@@ -2,13 +2,18 @@
 
     python -m bench.backbones                 # table + plot from cached embeddings, speed measured
     python -m bench.backbones --int8          # also efficientnet-lite0 int8 (--quantize, issue 12)
+    python -m bench.backbones --side-by-side  # also the three side by side (lite0+lite1+lite2)
 
 Quality: each backbone (`efficientnet-lite0@224`, `-lite1@240`, `-lite2@260`, GeM) embeds every
 image of `caltech101` and `cifar10` once (python -m bench.embeddings, cached) and is scored on
 the test protocols of ../shared/BENCHMARKS.md, alone and re-ranked (`--rerank`: DBA + alpha-QE
-with imgret's defaults). The validation figures that chose the default backbone are in
-bench/results/validation.md. With --int8, `imgret evaluate efficientnet-lite0 PROTOCOL
---quantize` is run in full (its JSON kept in bench-out/backbones/).
+with imgret's defaults; `+ diffusion`: `--diffusion 50` after it). The validation figures
+that chose the default backbone are in bench/results/validation.md. With --int8, `imgret
+evaluate efficientnet-lite0 PROTOCOL --quantize` is run in full (its JSON kept in
+bench-out/backbones/). With --side-by-side, the model `efficientnet-lite0+efficientnet-lite1+
+efficientnet-lite2` (imgret.models.side_by_side: its own resizing inside, so not the cached
+embeddings) embeds the protocol in full through imgret.evaluation.evaluate.embed_split, once,
+scored the three ways.
 
 Speed: images/s of `imgret`'s own embedding path (imgret.models.backend.load_for_inference,
 ONNX Runtime, and imgret.models.embed.embed_source: decoding from the files included, one
@@ -34,7 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench-out" / "backbones"
 MODELS = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+SIDE_BY_SIDE = "+".join(MODELS)  # the three at their native sizes, one embedding
 PROTOCOLS = ("caltech101", "cifar10")
+DIFFUSION = 50  # --diffusion N of the "+ diffusion" column (chosen on validation queries)
 SPEED_IMAGES = {"caltech101": 256, "cifar10": 1024}  # the first database images of each
 
 
@@ -44,8 +51,6 @@ def quality(
     """{model: {"plain"|"rerank": {metric: value}}} from the cached embeddings."""
     from imgret.core.vectors import normalize
     from imgret.data.benchmarks import load_benchmark
-    from imgret.evaluation.evaluate import evaluate_embeddings, rerank_split
-    from imgret.retrieval.rerank import RerankConfig
 
     bench = load_benchmark(protocol if split == "test" else f"{protocol}:{split}")
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -55,15 +60,41 @@ def quality(
         db = normalize(emb["gem"][rows_of(emb["keys"], bench.database.keys)])
         ql = emb["labels"][rows_of(emb["keys"], bench.queries.keys)].tolist()
         dbl = emb["labels"][rows_of(emb["keys"], bench.database.keys)].tolist()
-        figures = {}
-        for how, (qq, dd) in (("plain", (q, db)), ("rerank", rerank_split(q, db, RerankConfig()))):
-            overall, _, _ = evaluate_embeddings(
-                qq, ql, dd, dbl, map_ks=(bench.k_map,) if bench.k_map else (), ks=(10,),
-                with_all="mAP@all" in bench.metrics,
-            )  # fmt: skip
-            figures[how] = {m: overall[m] for m in bench.metrics}
-        out[f"{name}@{size}"] = figures
+        out[f"{name}@{size}"] = three_ways(bench, q, ql, db, dbl)
     return out
+
+
+def three_ways(
+    bench: Any, q: Any, ql: list, db: Any, dbl: list, exclude: Any = None
+) -> dict[str, dict[str, float]]:
+    """{"plain"|"rerank"|"diffusion": {metric: value}}: exact cosine, `--rerank`, `--rerank
+    --diffusion DIFFUSION` (queries (n, dim), database (m, dim), `exclude` as in rank)."""
+    from imgret.evaluation.evaluate import evaluate_embeddings, rerank_split
+    from imgret.retrieval.rerank import RerankConfig
+
+    reranked = rerank_split(q, db, RerankConfig(), exclude=exclude)
+    figures = {}
+    for how, (qq, dd), diffusion in (
+        ("plain", (q, db), 0), ("rerank", reranked, 0), ("diffusion", reranked, DIFFUSION)
+    ):
+        overall, _, _ = evaluate_embeddings(
+            qq, ql, dd, dbl, map_ks=(bench.k_map,) if bench.k_map else (), ks=(10,),
+            with_all="mAP@all" in bench.metrics, exclude=exclude, diffusion=diffusion,
+        )  # fmt: skip
+        figures[how] = {m: overall[m] for m in bench.metrics}
+    return figures
+
+
+def side_by_side_quality(protocol: str) -> dict[str, dict[str, float]]:
+    """The side-by-side model's figures, from embedding the protocol with it in full."""
+    from imgret.evaluation.evaluate import embed_split, open_benchmark
+    from imgret.models.backend import InferenceSettings
+
+    bench = open_benchmark(protocol)
+    split = embed_split(SIDE_BY_SIDE, bench, workers=1, progress=False,
+                        inference=InferenceSettings(backend="onnx"))  # fmt: skip
+    return three_ways(bench, split.queries, split.query_labels, split.database,
+                      split.database_labels, split.exclude)  # fmt: skip
 
 
 def int8_quality(protocol: str) -> dict[str, Any]:
@@ -121,10 +152,13 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         metric = r["metric"]
         for ref, q in r["quality"].items():
             x = r["speed"][ref]
-            ax.plot([x, x], [q["plain"][metric], q["rerank"][metric]], color="0.75", zorder=1)
-            ax.scatter([x], [q["plain"][metric]], color="tab:blue", zorder=2)
-            ax.scatter([x], [q["rerank"][metric]], color="tab:orange", zorder=2)
-            ax.annotate(ref.replace("efficientnet-", ""), (x, q["rerank"][metric]),
+            top = q.get("diffusion", q["rerank"])[metric]
+            ax.plot([x, x], [q["plain"][metric], top], color="0.75", zorder=1)
+            for how, color in (("plain", "tab:blue"), ("rerank", "tab:orange"),
+                               ("diffusion", "tab:green")):  # fmt: skip
+                if how in q:
+                    ax.scatter([x], [q[how][metric]], color=color, zorder=2)
+            ax.annotate(ref.replace("efficientnet-", ""), (x, top),
                         textcoords="offset points", xytext=(4, 4), fontsize=8)  # fmt: skip
         ax.set_xlabel("images/s (ONNX Runtime, decoding included, same run)")
         ax.set_ylabel(f"{metric} (test queries)")
@@ -132,6 +166,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].scatter([], [], color="tab:blue", label="exact cosine")
     axes[0].scatter([], [], color="tab:orange", label="+ re-ranking (--rerank)")
+    axes[0].scatter([], [], color="tab:green", label=f"+ --diffusion {DIFFUSION}")
     axes[0].legend(loc="center left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -146,7 +181,8 @@ def render(results: dict[str, Any], command: str, seconds: float, png: str) -> s
         f"Command: `{command}`; ran {seconds / 60:.0f} min on {os.cpu_count()} CPUs shared with "
         f"other jobs (load average at the start {results['load']:.1f}). GeM pooling at each "
         "model's native input size (the default of its name), exact cosine search on the test "
-        "queries; `+ rerank`: `--rerank` with the default settings. Speed: images/s of imgret's "
+        f"queries; `+ rerank`: `--rerank` with the default settings; `+ diffusion`: `--rerank "
+        f"--diffusion {DIFFUSION}`. Speed: images/s of imgret's "
         "embedding path (ONNX Runtime, one decode worker, decoding from disk included) on the "
         f"first {SPEED_IMAGES['caltech101']} Caltech-101 / {SPEED_IMAGES['cifar10']} CIFAR-10 "
         "database images, all models in the same run in alternating rounds, median of 3.",
@@ -158,12 +194,17 @@ def render(results: dict[str, Any], command: str, seconds: float, png: str) -> s
         m = r["metric"]
         base = r["speed"][next(iter(r["speed"]))]
         lines += ["", f"### `{protocol}`", "",
-                  f"| model | {m} | {m} + rerank | P@10 | images/s | speed vs lite0 |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  f"| model | {m} | {m} + rerank | {m} + diffusion | P@10 | images/s | "
+                  "speed vs lite0 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for ref, q in r["quality"].items():
             s = r["speed"][ref]
-            lines.append(f"| `{ref}` | {q['plain'][m]:.3f} | {q['rerank'][m]:.3f} | "
+            diffused = f"{q['diffusion'][m]:.3f}" if "diffusion" in q else "-"
+            lines.append(f"| `{ref}` | {q['plain'][m]:.3f} | {q['rerank'][m]:.3f} | {diffused} | "
                          f"{q['plain']['P@10']:.3f} | {s:.1f} | {s / base:.2f}x |")  # fmt: skip
+        if SIDE_BY_SIDE in r["quality"]:
+            lines += ["", f"`{SIDE_BY_SIDE}`: the three embeddings side by side (each "
+                      "unit-norm, 3,840-d), its figures from embedding the protocol with it in "
+                      "full (each part resizes the loader's 260-px images to its own size)."]
         if "int8" in r:
             i8 = r["int8"]
             fl = r["quality"]["efficientnet-lite0@224"]["plain"]
@@ -183,6 +224,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--side-by-side", action="store_true", help=f"also {SIDE_BY_SIDE}")
     a = p.parse_args()
     models = {m: MODELS[m] for m in a.models}
     from imgret.core.atomic import write_text
@@ -193,15 +235,20 @@ def main() -> None:
         refs = [f"{n}@{s}:gem" for n, s in models.items()]
         if a.int8:
             refs.insert(1, "efficientnet-lite0@224:gem+int8")
+        if a.side_by_side:
+            refs.append(SIDE_BY_SIDE)
         measured = speed(protocol, refs, a.rounds)
         results[protocol] = {
             "metric": "mAP@all" if protocol == "caltech101" else "mAP@1000",
             "quality": quality(protocol, models=models),
             "speed": {k.replace(":gem", ""): v for k, v in measured.items()},
         }
+        if a.side_by_side:
+            results[protocol]["quality"][SIDE_BY_SIDE] = side_by_side_quality(protocol)
         if a.int8:
             results[protocol]["int8"] = int8_quality(protocol)
     command = "python -m bench.backbones" + (" --int8" if a.int8 else "") + (
+        " --side-by-side" if a.side_by_side else "") + (
         "" if a.protocols == list(PROTOCOLS) else " --protocols " + " ".join(a.protocols)) + (
         "" if a.models == list(MODELS) else " --models " + " ".join(a.models))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,10 @@ def test_onnx_embeddings_equal_pytorch_for_every_model_kind(
     image_folder: Path, tmp_path: Path
 ) -> None:
     source = open_source(image_folder)
-    refs: dict[str, Path | str] = {**_derived(tmp_path), "pretrained": "efficientnet-lite0@128"}
+    refs: dict[str, Path | str] = {
+        **_derived(tmp_path), "pretrained": "efficientnet-lite0@128",
+        "side by side": "efficientnet-lite0@128+efficientnet-lite0@160:avg",
+    }  # fmt: skip
     for kind, ref in refs.items():
         fast = load_for_inference(ref, ONNX)
         assert isinstance(fast, backend.OnnxBacked), kind

@@ -89,7 +89,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="collection folder (default: collection)")  # fmt: skip
     p.add_argument(
         "--model",
-        help="model folder made by `imgret train`, or efficientnet-lite0 "
+        help="model folder made by `imgret train`, or efficientnet-lite0 (-lite1, -lite2; "
+        "names joined by + run side by side) "
         "(needed to make a new collection; else it must be the collection's)",
     )
     p.add_argument(

@@ -116,14 +116,17 @@ def _cache_key(ref: str, quantize: bool) -> str:
 
 
 def _pretrained_stamp(ref: str) -> str:
-    """Size and mtime of a pretrained model's weights file (it has no fingerprint)."""
-    parsed = registry.parse_pretrained(ref)
-    if parsed is None:
-        return ""
+    """Size and mtime of a pretrained model's weights file (it has no fingerprint); of each
+    part's, side by side."""
     from .pretrained import weights_path
 
-    st = weights_path(parsed[0]).stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    one = registry.parse_pretrained(ref)
+    parts = registry.parse_side_by_side(ref) or ([one] if one is not None else [])
+    stamps = []
+    for name, _, _ in parts:
+        st = weights_path(name).stat()
+        stamps.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return "+".join(stamps)
 
 
 def _warn(message: str) -> None:

@@ -5,7 +5,9 @@ References:
 - a folder made by `imgret train`, `finetune`, `whiten` or `adapt`: its model.json says its kind
   (`kind`, or `arch` in older files); derived kinds name their base model, loaded first;
 - a pretrained name ``NAME[@SIZE][:POOLING]``, e.g. ``efficientnet-lite0`` =
-  ``efficientnet-lite0@224:gem``.
+  ``efficientnet-lite0@224:gem``;
+- pretrained names joined by ``+``, their embeddings side by side (imgret.models.side_by_side),
+  e.g. ``efficientnet-lite0+efficientnet-lite1+efficientnet-lite2``.
 
 `canonical_ref` gives each model one spelling (a resolved folder path, or the full pretrained
 name); every command, the collection's model check and the web app use it. `describe` gives
@@ -25,7 +27,8 @@ from ..core.errors import DamagedError, UserError
 from .base import Embedder
 
 __all__ = [
-    "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "read_model_doc",
+    "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "parse_side_by_side",
+    "read_model_doc",
     "PRETRAINED_NAMES", "DEFAULT_SIZES",
 ]  # fmt: skip
 
@@ -41,8 +44,10 @@ def parse_pretrained(ref: str) -> tuple[str, int, str] | None:
     """``NAME[@SIZE][:POOLING]`` -> (name, input size, pooling), or None for other references.
 
     ``efficientnet-lite0`` = ``efficientnet-lite0@224:gem`` (GeM, p = 3); ``:avg`` averages.
-    Without @SIZE, the name's DEFAULT_SIZES.
+    Without @SIZE, the name's DEFAULT_SIZES. Names side by side (with "+") are not one.
     """
+    if "+" in ref:
+        return None
     rest, _, pooling = ref.partition(":")
     name, _, size = rest.partition("@")
     if name not in PRETRAINED_NAMES:
@@ -56,9 +61,35 @@ def parse_pretrained(ref: str) -> tuple[str, int, str] | None:
     return name, side, pooling or "gem"
 
 
+def parse_side_by_side(ref: str) -> list[tuple[str, int, str]] | None:
+    """``NAME+NAME[+...]`` -> each part's (name, input size, pooling); None for other references
+    (no "+", an existing path, or no part a pretrained name: a folder whose name has a "+").
+
+    Every part must then be a pretrained name (parse_pretrained); UserError otherwise.
+    """
+    if "+" not in ref or Path(ref).expanduser().exists():
+        return None
+    parsed_parts = [parse_pretrained(part.strip()) for part in ref.split("+")]
+    if all(p is None for p in parsed_parts):
+        return None
+    parts = []
+    for part, parsed in zip(ref.split("+"), parsed_parts, strict=True):
+        if parsed is None:
+            raise UserError(
+                f"{ref}: models side by side must be pretrained names joined by +, e.g. "
+                f"{'+'.join(PRETRAINED_NAMES)}; {part.strip()!r} is not one"
+            )
+        parts.append(parsed)
+    return parts
+
+
 def canonical_ref(ref: str | Path) -> str:
-    """The one spelling of a model reference: ``NAME@SIZE:POOL`` or an absolute folder path."""
+    """The one spelling of a model reference: ``NAME@SIZE:POOL`` (joined by + side by side) or
+    an absolute folder path."""
     ref_s = str(ref)
+    side_by_side = parse_side_by_side(ref_s)
+    if side_by_side is not None:
+        return "+".join(f"{n}@{size}:{pool}" for n, size, pool in side_by_side)
     pretrained = parse_pretrained(ref_s)
     if pretrained is not None:
         return f"{pretrained[0]}@{pretrained[1]}:{pretrained[2]}"
@@ -113,13 +144,18 @@ def _kind_module(kind: str) -> tuple[Any, bool] | None:
 def load(ref: str | Path, device: str = "cpu", *, _depth: int = 0) -> Embedder:
     """The Embedder a reference names, on `device`, in eval mode."""
     ref_s = str(ref)
-    pretrained = parse_pretrained(ref_s)
-    if pretrained is not None:
+    side_by_side = parse_side_by_side(ref_s)
+    pretrained = parse_pretrained(ref_s) if side_by_side is None else None
+    if side_by_side is not None or pretrained is not None:
         from .pretrained import load_pretrained
+        from .side_by_side import SideBySide
 
-        name, size, pooling = pretrained
         try:
-            return load_pretrained(name, image_size=size, pooling=pooling).to(device)
+            if side_by_side is None:
+                name, size, pooling = pretrained  # type: ignore[misc]
+                return load_pretrained(name, image_size=size, pooling=pooling).to(device)
+            parts = [load_pretrained(n, image_size=s, pooling=p) for n, s, p in side_by_side]
+            return SideBySide(parts).to(device)
         except (ValueError, RuntimeError) as e:
             raise UserError(f"{ref_s}: {e}") from None
     folder = Path(ref_s).expanduser()
