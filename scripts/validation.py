@@ -126,6 +126,8 @@ def cmd_diffusion(a: argparse.Namespace) -> None:
         s.q = normalize(np.concatenate([p.q for p in parts], axis=1))
         s.db = normalize(np.concatenate([p.db for p in parts], axis=1))
         say(f"{' + '.join(names)}, side by side: {fmt(s.score())}")
+    else:
+        say(f"no re-ranking: {fmt(s.score())}")
     q, db = s.rerank(s.q, s.db)
     say(f"DBA + alpha-QE (--rerank): {fmt(s.score(q, db))}")
     for n, c in itertools.product(a.neighbors, a.candidates):
