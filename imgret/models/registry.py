@@ -145,7 +145,7 @@ def load(ref: str | Path, device: str = "cpu", *, _depth: int = 0) -> Embedder:
     """The Embedder a reference names, on `device`, in eval mode."""
     ref_s = str(ref)
     side_by_side = parse_side_by_side(ref_s)
-    pretrained = parse_pretrained(ref_s) if side_by_side is None else None
+    pretrained = parse_pretrained(ref_s)
     if side_by_side is not None or pretrained is not None:
         from .pretrained import load_pretrained
         from .side_by_side import SideBySide
