@@ -167,7 +167,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     axes[0].scatter([], [], color="tab:blue", label="exact cosine")
     axes[0].scatter([], [], color="tab:orange", label="+ re-ranking (--rerank)")
     axes[0].scatter([], [], color="tab:green", label=f"+ --diffusion {DIFFUSION}")
-    axes[0].legend(loc="center left", fontsize=8)
+    axes[0].legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
