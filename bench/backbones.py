@@ -48,7 +48,7 @@ SPEED_IMAGES = {"caltech101": 256, "cifar10": 1024}  # the first database images
 def quality(
     protocol: str, split: str = "test", models: dict[str, int] = MODELS
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """{model: {"plain"|"rerank": {metric: value}}} from the cached embeddings."""
+    """{model: {"plain"|"rerank"|"diffusion": {metric: value}}} from the cached embeddings."""
     from imgret.core.vectors import normalize
     from imgret.data.benchmarks import load_benchmark
 
