@@ -126,7 +126,7 @@ def _pretrained_stamp(ref: str) -> str:
     for name, _, _ in parts:
         st = weights_path(name).stat()
         stamps.append(f"{st.st_size}:{st.st_mtime_ns}")
-    return "+".join(stamps)
+    return registry.SEPARATOR.join(stamps)
 
 
 def _warn(message: str) -> None:

@@ -29,7 +29,7 @@ from .base import Embedder
 __all__ = [
     "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "parse_side_by_side",
     "read_model_doc",
-    "PRETRAINED_NAMES", "DEFAULT_SIZES",
+    "PRETRAINED_NAMES", "DEFAULT_SIZES", "SEPARATOR",
 ]  # fmt: skip
 
 PRETRAINED_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
@@ -37,6 +37,7 @@ PRETRAINED_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-li
 # at (the validation queries of BENCHMARKS.md agree: bench/results/backbones.md).
 DEFAULT_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 _WEIGHT_FILES = ("model.safetensors", "head.safetensors", "whitening.safetensors")
+SEPARATOR = "+"  # between the pretrained names of models side by side
 _MAX_DEPTH = 8  # derived models on derived models: a cycle of references stops here
 
 
@@ -46,7 +47,7 @@ def parse_pretrained(ref: str) -> tuple[str, int, str] | None:
     ``efficientnet-lite0`` = ``efficientnet-lite0@224:gem`` (GeM, p = 3); ``:avg`` averages.
     Without @SIZE, the name's DEFAULT_SIZES. Names side by side (with "+") are not one.
     """
-    if "+" in ref:
+    if SEPARATOR in ref:
         return None
     rest, _, pooling = ref.partition(":")
     name, _, size = rest.partition("@")
@@ -67,17 +68,18 @@ def parse_side_by_side(ref: str) -> list[tuple[str, int, str]] | None:
 
     Every part must then be a pretrained name (parse_pretrained); UserError otherwise.
     """
-    if "+" not in ref or Path(ref).expanduser().exists():
+    if SEPARATOR not in ref or Path(ref).expanduser().exists():
         return None
-    parsed_parts = [parse_pretrained(part.strip()) for part in ref.split("+")]
+    names = ref.split(SEPARATOR)
+    parsed_parts = [parse_pretrained(part.strip()) for part in names]
     if all(p is None for p in parsed_parts):
         return None
     parts = []
-    for part, parsed in zip(ref.split("+"), parsed_parts, strict=True):
+    for part, parsed in zip(names, parsed_parts, strict=True):
         if parsed is None:
             raise UserError(
                 f"{ref}: models side by side must be pretrained names joined by +, e.g. "
-                f"{'+'.join(PRETRAINED_NAMES)}; {part.strip()!r} is not one"
+                f"{SEPARATOR.join(PRETRAINED_NAMES)}; {part.strip()!r} is not one"
             )
         parts.append(parsed)
     return parts
@@ -89,7 +91,7 @@ def canonical_ref(ref: str | Path) -> str:
     ref_s = str(ref)
     side_by_side = parse_side_by_side(ref_s)
     if side_by_side is not None:
-        return "+".join(f"{n}@{size}:{pool}" for n, size, pool in side_by_side)
+        return SEPARATOR.join(f"{n}@{size}:{pool}" for n, size, pool in side_by_side)
     pretrained = parse_pretrained(ref_s)
     if pretrained is not None:
         return f"{pretrained[0]}@{pretrained[1]}:{pretrained[2]}"

@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .pretrained import PretrainedEmbedder
+from .registry import SEPARATOR
 
-__all__ = ["SideBySide", "SEPARATOR"]
-
-SEPARATOR = "+"
+__all__ = ["SideBySide"]
 
 
 class SideBySide(nn.Module):
