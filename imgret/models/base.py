@@ -6,7 +6,9 @@ from typing import Any, Protocol
 
 import torch
 
-__all__ = ["Embedder", "DerivedEmbedder", "device_of"]
+__all__ = ["Embedder", "DerivedEmbedder", "device_of", "SEPARATOR"]
+
+SEPARATOR = "+"  # between the pretrained names of models side by side (imgret.models.side_by_side)
 
 
 class Embedder(Protocol):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import DamagedError, UserError
-from .base import Embedder
+from .base import SEPARATOR, Embedder
 
 __all__ = [
     "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "parse_side_by_side",
@@ -37,7 +37,6 @@ PRETRAINED_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-li
 # at (the validation queries of BENCHMARKS.md agree: bench/results/backbones.md).
 DEFAULT_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 _WEIGHT_FILES = ("model.safetensors", "head.safetensors", "whitening.safetensors")
-SEPARATOR = "+"  # between the pretrained names of models side by side
 _MAX_DEPTH = 8  # derived models on derived models: a cycle of references stops here
 
 

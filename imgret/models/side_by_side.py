@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import SEPARATOR
 from .pretrained import PretrainedEmbedder
-from .registry import SEPARATOR
 
 __all__ = ["SideBySide"]
 
