@@ -404,6 +404,26 @@ def test_filter_by_label_and_folder(
     w.check()
 
 
+def test_an_image_chosen_while_the_page_loads_is_searched(
+    server: str, open_page: Callable[..., Watched], web: WebCollection
+) -> None:
+    """The file input's listener was attached only after /api/info and the filters had loaded:
+    a file chosen before (a slow server, a quick user) did nothing (a CI run timed out so)."""
+    w = open_page(server)
+    page = w.page
+    held: list[Any] = []
+    page.route("**/api/info", lambda route: held.append(route))  # answered when released below
+    _login(w)
+    page.set_input_files("#file", str(web.query))
+    assert held, "the page asked for /api/info"
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/info")
+    page.wait_for_selector("#hits .card")
+    assert page.locator("#hits .card").first.locator(".name").inner_text() == web.query_name
+    w.check()
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_every_page_fits_the_width(
     server: str, open_page: Callable[..., Watched], web: WebCollection, width: int,

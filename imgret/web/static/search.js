@@ -15,6 +15,10 @@
   let info = null;
   let query = null; // {kind: "upload", file, name, preview} or {kind: "item", id}
   let running = 0; // only the answer of the latest search is shown
+  // Resolves to true once the collection's info and filters are loaded (false if that failed).
+  // The listeners come first, so that an image chosen while the page loads is not lost: its
+  // search waits for this.
+  let ready = Promise.resolve(false);
 
   // The settings of the form, k brought into range (and the box showing what is used).
   function settings() {
@@ -88,7 +92,7 @@
   }
 
   async function search({ push = false } = {}) {
-    if (!query) return;
+    if (!query || !(await ready)) return;
     if (query.kind === "upload" && !query.file) {
       status("choose the image again to search it with other settings");
       return;
@@ -262,13 +266,14 @@
     window.addEventListener("popstate", () => location.reload());
   }
 
-  async function start() {
-    const params = new URLSearchParams(location.search);
+  // The collection's info, the filters and the settings of the address -> true, or false
+  // (and the error shown) when the info cannot be loaded.
+  async function setUp(params) {
     try {
       info = await loadInfo();
     } catch (err) {
       status(err.message, true);
-      return;
+      return false;
     }
     $("k").max = String(info.limits.max_k);
     if (!info.clustered) {
@@ -279,7 +284,14 @@
     await filters();
     restore(params);
     $("rerank").disabled = settings().mode === "cluster";
+    return true;
+  }
+
+  async function start() {
+    const params = new URLSearchParams(location.search);
     listen();
+    ready = setUp(params);
+    if (!(await ready)) return;
     const saved = history.state && history.state.upload;
     if (saved) {
       query = { kind: "upload", file: null, name: saved.name, preview: saved.preview };
