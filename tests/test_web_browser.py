@@ -542,6 +542,28 @@ def test_adding_images_shows_progress_and_the_new_images(
     w.check()
 
 
+def test_files_chosen_while_the_add_page_loads_are_added(
+    editable: tuple, open_page: Callable[..., Watched], tmp_path: Path
+) -> None:
+    """As on the search page: the add page listened for files only once it had loaded."""
+    url, _ = editable
+    early = tmp_path / "early.png"
+    pattern_image("disc", np.random.default_rng(12), size=64).save(early)
+    w = open_page(url)
+    page = w.page
+    held: list[Any] = []
+    page.route("**/api/info", lambda route: held.append(route))  # answered when released below
+    w.goto("/add")
+    page.set_input_files("#files", [str(early)])
+    assert held, "the page asked for /api/info"
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/info")
+    page.wait_for_selector("#new-section:not([hidden]) .card", timeout=60_000)
+    assert "1 added" in page.locator("#status").inner_text()
+    w.check()
+
+
 def test_removing_an_image_from_the_lightbox(
     editable: tuple, open_page: Callable[..., Watched]
 ) -> None:

@@ -6,6 +6,9 @@
   const { api, el, card, status, loadInfo, waitForJob } = imgret;
   const $ = (id) => document.getElementById(id);
   let busy = false;
+  // The page's set-up (info, folders). The listeners come first, so that files chosen while
+  // the page loads are not lost: an add waits for this.
+  let ready = Promise.resolve();
 
   function progress(job) {
     $("job").hidden = false;
@@ -19,6 +22,7 @@
   async function run(start) {
     if (busy) return;
     busy = true;
+    await ready;
     $("new-section").hidden = true;
     $("failures").replaceChildren();
     status("");
@@ -49,7 +53,7 @@
     });
   }
 
-  async function start() {
+  async function setUp() {
     try {
       const info = await loadInfo();
       if (!info.can_add) {
@@ -62,6 +66,14 @@
     } catch (err) {
       status(err.message, true);
     }
+  }
+
+  function start() {
+    listen();
+    ready = setUp();
+  }
+
+  function listen() {
     $("files").addEventListener("change", (e) => {
       addFiles(e.target.files);
       e.target.value = "";
