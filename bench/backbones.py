@@ -9,7 +9,7 @@ image of `caltech101` and `cifar10` once (python -m bench.embeddings, cached) an
 the test protocols of ../shared/BENCHMARKS.md, alone and re-ranked (`--rerank`: DBA + alpha-QE
 with imgret's defaults; `+ diffusion`: `--diffusion 50` after it). The validation figures
 that chose the default backbone are in bench/results/validation.md. With --int8, `imgret
-evaluate efficientnet-lite0 PROTOCOL --quantize` is run in full (its JSON kept in
+evaluate efficientnet-lite0 PROTOCOL --quantize --no-rerank` is run in full (its JSON kept in
 bench-out/backbones/). With --side-by-side, the model `efficientnet-lite0+efficientnet-lite1+
 efficientnet-lite2` (imgret.models.side_by_side: its own resizing inside, so not the cached
 embeddings) embeds the protocol in full through imgret.evaluation.evaluate.embed_split, once,
@@ -98,13 +98,15 @@ def side_by_side_quality(protocol: str) -> dict[str, dict[str, float]]:
 
 
 def int8_quality(protocol: str) -> dict[str, Any]:
-    """`imgret evaluate efficientnet-lite0 PROTOCOL --quantize` (its JSON kept in bench-out/)."""
+    """`imgret evaluate efficientnet-lite0 PROTOCOL --quantize --no-rerank` (its JSON kept in
+    bench-out/)."""
     from imgret.evaluation.evaluate import evaluate
     from imgret.models.backend import InferenceSettings
 
     path = WORK / f"{protocol}-lite0-int8.json"  # measured afresh in every run
     int8 = InferenceSettings(backend="onnx", quantize=True)
-    ev = evaluate("efficientnet-lite0", protocol, workers=1, progress=False, inference=int8)
+    ev = evaluate("efficientnet-lite0", protocol, workers=1, progress=False, inference=int8,
+                  rerank=None)  # fmt: skip
     doc = {"overall": ev.overall, "timings": ev.timings, "n_database": ev.n_database}
     WORK.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1))
@@ -181,9 +183,10 @@ def render(results: dict[str, Any], command: str, seconds: float, png: str) -> s
         f"Command: `{command}`; ran {seconds / 60:.0f} min on {os.cpu_count()} CPUs shared with "
         f"other jobs (load average at the start {results['load']:.1f}). GeM pooling at each "
         "model's native input size (the default of its name), exact cosine search on the test "
-        f"queries; `+ rerank`: `--rerank` with the default settings; `+ diffusion`: `--rerank "
-        f"--diffusion {DIFFUSION}`. Speed: images/s of imgret's "
-        "embedding path (ONNX Runtime, one decode worker, decoding from disk included) on the "
+        "queries, not re-ranked (`--no-rerank`); `+ rerank`: re-ranked with the default "
+        "settings (what `imgret evaluate` and `imgret search` do for these models unless told "
+        f"otherwise); `+ diffusion`: `--rerank --diffusion {DIFFUSION}`. Speed: images/s of "
+        "imgret's embedding path (ONNX Runtime, one decode worker, decoding from disk included) on the "
         f"first {SPEED_IMAGES['caltech101']} Caltech-101 / {SPEED_IMAGES['cifar10']} CIFAR-10 "
         "database images, all models in the same run in alternating rounds, median of 3.",
         "",
@@ -210,8 +213,8 @@ def render(results: dict[str, Any], command: str, seconds: float, png: str) -> s
             fl = r["quality"]["efficientnet-lite0@224"]["plain"]
             s8, s0 = r["speed"]["efficientnet-lite0@224+int8"], base
             lines += ["", f"`efficientnet-lite0 --quantize` (static int8, issue 12), the full "
-                      f"`imgret evaluate efficientnet-lite0 {protocol} --quantize`: {m} "
-                      f"{i8['overall'][m]:.3f} against {fl[m]:.3f} in float "
+                      f"`imgret evaluate efficientnet-lite0 {protocol} --quantize --no-rerank`: "
+                      f"{m} {i8['overall'][m]:.3f} against {fl[m]:.3f} in float "
                       f"({i8['overall'][m] - fl[m]:+.3f}); P@10 {i8['overall']['P@10']:.3f} "
                       f"against {fl['P@10']:.3f}; {s8:.1f} images/s against {s0:.1f} in float "
                       f"({s8 / s0:.2f}x, same run)."]  # fmt: skip

@@ -301,7 +301,8 @@ async def run_clients(
             kind = kinds[i % len(kinds)]
             mode = modes[(i // len(kinds)) % len(modes)]
             i += 1
-            params = {"k": K, **({"mode": mode} if mode else {})}
+            # not re-ranked: as the old service searches (the default re-ranks, since issue 13)
+            params = {"k": K, "rerank": "false", **({"mode": mode} if mode else {})}
             t0 = time.perf_counter()
             try:
                 if kind == "upload":
@@ -381,7 +382,7 @@ async def add_while_searching(server: Server, n_items: int, images: Queries) -> 
         found = 0
         for name, data in images:
             r = await http.post("/api/search", files={"file": (name, data, "image/jpeg")},
-                                data={"k": "1"})  # fmt: skip
+                                data={"k": "1", "rerank": "false"})  # fmt: skip
             hit = r.json()["hits"][0] if r.status_code == 200 else {}
             found += hit.get("name", "").endswith(name.replace(" ", "_")) and hit["score"] > 0.999
     return {"job": job, "seconds": seconds, "progress_steps": len(set(progress)),
@@ -549,7 +550,10 @@ def write_report(args: argparse.Namespace, out: dict) -> None:
         f"row, the first two rows in {ROUNDS} alternated rounds (searches by id on keep-alive "
         "connections with a minimal HTTP client, so that the clients leave the CPU to the "
         f"servers: {out['old_id']['client_ms']:.2f} and {out['new_id']['client_ms']:.2f} ms of "
-        f"the benchmark's CPU a request in the first two rows; uploads with httpx); k = {K}; a request counts as an error unless it answers 200 with {K} hits. The "
+        f"the benchmark's CPU a request in the first two rows; uploads with httpx); k = {K}, "
+        "not re-ranked (`rerank=false`, as the old service: the default re-ranks for a "
+        "pretrained model since issue 13); a request counts as an error unless it answers "
+        f"200 with {K} hits. The "
         f"old service is the code of commit {OLD_COMMIT} (`git worktree add {OLD_TREE} "
         f"{OLD_COMMIT}`, run with PYTHONPATH there), serving the same embeddings, clusters and "
         "index written by its own code, in the same run.",

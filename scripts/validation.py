@@ -14,6 +14,8 @@ command says `--split`; test queries are never used here.
     python scripts/validation.py backbones caltech101                # lite0/1/2 at their sizes
     python scripts/validation.py adapt caltech101 --neighbors 0 5 ... (see --help)
     python scripts/validation.py diffusion caltech101               # after DBA + alpha-QE
+    python scripts/validation.py default-rerank fashion-mnist:val:small digits  # imgret evaluate,
+                                                    # --no-rerank against its default
 
 Each command's output is kept in bench/results/validation.json and rendered into
 bench/results/validation.md (a section of BENCHMARKS.md), with the command that printed it.
@@ -52,7 +54,8 @@ HEADER = [
     "",
     "Every figure here is on the validation queries (`PROTOCOL:val`: disjoint from the "
     "test queries, against the protocol's database minus them); the test queries were "
-    "not used to choose anything. Backbone embeddings as cached by `python -m "
+    "not used to choose anything (scikit-learn's digits, which has no split, is a check set "
+    "in `default-rerank`). Backbone embeddings as cached by `python -m "
     "bench.embeddings`. What each command printed:",
 ]  # fmt: skip
 
@@ -219,14 +222,36 @@ def cmd_adapt(a: argparse.Namespace) -> None:
             f"{fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
 
 
+def cmd_default_rerank(a: argparse.Namespace) -> None:
+    """`imgret evaluate MODEL BENCHMARK --no-rerank` against `imgret evaluate MODEL BENCHMARK`
+    (its default: re-ranked when MODEL is built on a pretrained backbone), embedding in full;
+    for benchmarks without cached embeddings (fashion-mnist, digits, the :val:small sets)."""
+    from imgret.evaluation.evaluate import evaluate
+
+    for bench in a.benchmarks:
+        if ":val" not in bench and bench != "digits":  # never the test queries
+            raise SystemExit(f"{bench}: validation splits (NAME:val...) or digits only")
+        plain = evaluate(a.model, bench, rerank=None, progress=False, log=lambda s: None)
+        default = evaluate(a.model, bench, progress=False, log=lambda s: None)
+        how = "re-ranked" if "rerank" in default.settings else "not re-ranked"
+        shown = [m for m in plain.overall if m.startswith("mAP") or m == "P@10"]
+        say(f"{bench}, {a.model}: --no-rerank {fmt({m: plain.overall[m] for m in shown})}; "
+            f"default ({how}) {fmt({m: default.overall[m] for m in shown})}")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     cmds = {"pooling": cmd_pooling, "rerank": cmd_rerank, "pseudo": cmd_pseudo,
             "finetune-lr": cmd_finetune_lr, "size": cmd_size, "backbones": cmd_backbones,
-            "adapt": cmd_adapt, "diffusion": cmd_diffusion}  # fmt: skip
+            "adapt": cmd_adapt, "diffusion": cmd_diffusion,
+            "default-rerank": cmd_default_rerank}  # fmt: skip
     for name in cmds:
         s = sub.add_parser(name)
+        if name == "default-rerank":
+            s.add_argument("benchmarks", nargs="+", help="e.g. fashion-mnist:val:small digits")
+            s.add_argument("--model", default="efficientnet-lite0")
+            continue
         s.add_argument("protocol", choices=("cifar10", "caltech101"))
         s.add_argument("--model", default="efficientnet-lite0")
         s.add_argument("--size", type=int)

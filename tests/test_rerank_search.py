@@ -96,7 +96,7 @@ def test_query_expansion_never_uses_the_query_own_row() -> None:
 def test_evaluate_rerank_records_settings(image_folder: Path) -> None:
     ev = evaluate("pixels", image_folder, rerank=RerankConfig(qe_neighbors=3), progress=False)
     assert ev.settings["rerank"] == {"dba_neighbors": 10, "qe_neighbors": 3, "alpha": 3.0,
-                                     "diffusion_neighbors": 0}  # fmt: skip
+                                     "diffusion_neighbors": 0, "by_default": False}  # fmt: skip
     assert "rerank_s" in ev.timings and 0 < ev.overall["mAP@100"] <= 1
     cl = evaluate(
         "pixels", image_folder, mode="cluster", clusters=4, rerank=RerankConfig(), progress=False
@@ -109,14 +109,14 @@ def test_evaluate_cli_rerank(image_folder: Path, capsys: pytest.CaptureFixture[s
                  "--json"]) == 0  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
     assert doc["settings"]["rerank"] == {"dba_neighbors": 10, "qe_neighbors": 10, "alpha": 2.0,
-                                         "diffusion_neighbors": 0}  # fmt: skip
+                                         "diffusion_neighbors": 0, "by_default": False}  # fmt: skip
     assert main(["evaluate", "pixels", str(image_folder), "--qe", "4", "--no-per-class"]) == 0
     assert "re-ranked (DBA 10, alpha-QE 4, alpha 3)" in capsys.readouterr().out
 
 
 def test_rerank_flags_parse(capsys: pytest.CaptureFixture[str]) -> None:
     parse = build_parser().parse_args
-    assert rerank_config(parse(["search", "c", "q"])) is None
+    assert rerank_config(parse(["search", "c", "q"])) == "auto"  # tests/test_rerank_default.py
     assert rerank_config(parse(["search", "c", "q", "--rerank"])) == RerankConfig()
     assert rerank_config(parse(["search", "c", "q", "--qe", "5"])) == RerankConfig(qe_neighbors=5)
     got = rerank_config(parse(["evaluate", "m", "b", "--dba", "0", "--alpha", "1.5"]))

@@ -187,8 +187,9 @@ def test_more_like_this_matches_the_library_without_itself(
 def test_the_fast_path_answers_searches_by_id_as_the_route_does(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`GET /api/search/{id}` with only k and mode skips FastAPI (imgret/web/fastpath.py);
-    any other parameter (here rerank=false, which changes nothing) takes the route."""
+    """`GET /api/search/{id}` with only k, mode and rerank=false skips FastAPI
+    (imgret/web/fastpath.py); any other parameter (here an empty label, which changes
+    nothing) takes the route."""
     from imgret.web.fastpath import SearchFastPath
 
     taken: list[int] = []
@@ -200,9 +201,10 @@ def test_the_fast_path_answers_searches_by_id_as_the_route_does(
 
     monkeypatch.setattr(SearchFastPath, "_search", spy)
     for url in ("/api/search/7?k=4&mode=exact", "/api/search/3?", "/api/search/5?mode=cluster&k=2",
-                "/api/search/2?k=3&mode=index", "/api/search/999?k=3"):  # fmt: skip
+                "/api/search/2?k=3&mode=index", "/api/search/999?k=3",
+                "/api/search/4?rerank=false&k=3"):  # fmt: skip
         quick = client.get(url)
-        routed = client.get(url + "&rerank=false")
+        routed = client.get(url + "&label=")
         assert quick.status_code == routed.status_code, url
         assert {k: v for k, v in quick.headers.items() if k != "content-length"} == {
             k: v for k, v in routed.headers.items() if k != "content-length"
@@ -211,8 +213,9 @@ def test_the_fast_path_answers_searches_by_id_as_the_route_does(
         for answer in (a, b):
             answer.pop("took_ms", None)
         assert a == b, url
-    assert taken == [7, 3, 5, 2, 999]  # the route answered the others (k=0, rerank, ...)
-    assert client.get("/api/search/3?k=0").status_code == 422 and taken[-1] == 999
+    assert taken == [7, 3, 5, 2, 999, 4]  # the route answered the others (k=0, label, ...)
+    assert client.get("/api/search/3?k=0").status_code == 422 and taken[-1] == 4
+    assert client.get("/api/search/3?rerank=true").json()["rerank"] and taken[-1] == 4
 
 
 @pytest.mark.parametrize(

@@ -424,6 +424,39 @@ def test_an_image_chosen_while_the_page_loads_is_searched(
     w.check()
 
 
+def test_the_rerank_box_starts_at_the_collections_default(
+    server: str, open_page: Callable[..., Watched], web: WebCollection
+) -> None:
+    """A collection whose model is built on a pretrained backbone re-ranks by default
+    (/api/info's rerank_default, faked here: the test collection's model is trained); the
+    page starts with the box ticked, and a box the user cleared stays cleared after "more
+    like this"."""
+    w = open_page(server)
+    page = w.page
+
+    def pretrained(route: Any) -> None:
+        info = route.fetch().json()
+        route.fulfill(json={**info, "rerank_default": True})
+
+    page.route("**/api/info", pretrained)
+    _login(w)
+    page.wait_for_selector("#browse-grid .card img.thumb")
+    assert page.locator("#rerank").is_checked()
+    page.set_input_files("#file", str(web.query))
+    _wait_status(page, "re-ranked")
+    page.uncheck("#rerank")
+    _wait_status(page, "(index search)")  # not "(index search, re-ranked)"
+    page.locator("#hits .card .more").first.click()
+    page.wait_for_url("**/?id=*")
+    page.wait_for_selector("#hits .card")
+    assert "rerank=false" in page.url and not page.locator("#rerank").is_checked()
+    assert "re-ranked" not in page.locator("#status").inner_text()
+    page.goto(w.base + "/?id=3")  # no rerank in the address: the default
+    _wait_status(page, "re-ranked")
+    assert page.locator("#rerank").is_checked()
+    w.check()
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_every_page_fits_the_width(
     server: str, open_page: Callable[..., Watched], web: WebCollection, width: int,

@@ -32,10 +32,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "efficientnet-lite0 (or -lite1, -lite2; pretrained names joined by + embed side by "
         "side, e.g. efficientnet-lite0+efficientnet-lite1+efficientnet-lite2), or a baseline: "
         "`pixels` (raw pixels) or `pca-N` (raw pixels on "
-        "their first N principal components, fitted on the database). --rerank re-ranks "
-        "without labels first: database-side augmentation of the whole database, then alpha "
-        "query expansion of each query (in cluster mode, KMeans runs on the augmented "
-        "database).",
+        "their first N principal components, fitted on the database). A model built on a "
+        "pretrained backbone is re-ranked in exact mode unless --no-rerank is given (as "
+        "`imgret search` does); --rerank re-ranks any model: database-side augmentation of the "
+        "whole database, then alpha query expansion of each query (in cluster mode, KMeans runs "
+        "on the augmented database).",
     )
     p.add_argument("model", help="model folder, efficientnet-lite0, pixels, or pca-N (e.g. pca-64)")
     p.add_argument("benchmark", help="fashion-mnist, cifar10, caltech101, or a labelled folder")
@@ -87,7 +88,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
             diffusion = r.get("diffusion_neighbors", 0)
             where += (f", re-ranked (DBA {r['dba_neighbors']}, alpha-QE {r['qe_neighbors']}, "
                       f"alpha {r['alpha']:g}"
-                      + (f", diffusion {diffusion}" if diffusion else "") + ")")  # fmt: skip
+                      + (f", diffusion {diffusion}" if diffusion else "")
+                      + ("; the default for a pretrained model, --no-rerank: off"
+                         if r.get("by_default") else "") + ")")  # fmt: skip
         print(f"{ev.benchmark}: {ev.n_queries:,} queries, {ev.n_database:,} database images; "
               f"model {ev.model}, {ev.mode} search{where}")  # fmt: skip
         print(format_table(ev, per_class=not a.no_per_class))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..retrieval.rerank import RerankConfig
+    from ..retrieval.rerank import RerankChoice
 
 __all__ = [
     "add_rerank_options", "rerank_config", "print_skipped", "int_in", "float_in",
@@ -84,15 +84,21 @@ NEIGHBOURS = int_in(0, 100)  # re-ranking: memory grows with it (candidates x N 
 
 
 def add_rerank_options(p: argparse.ArgumentParser) -> None:
-    """--rerank and its settings (label-free re-ranking, imgret.rerank)."""
+    """--rerank / --no-rerank and the settings (label-free re-ranking, imgret.retrieval.rerank)."""
     g = p.add_argument_group("re-ranking (label-free: DBA + alpha query expansion, diffusion)")
-    g.add_argument(
+    on_off = g.add_mutually_exclusive_group()
+    on_off.add_argument(
         "--rerank",
-        action="store_true",
+        action="store_const",
+        const=True,
         help="re-rank: each database image becomes the weighted mean of its --dba nearest "
         "neighbours, each query the weighted mean of itself and its --qe nearest (augmented) "
-        "images (default: off; any of the options below switches it on)",
+        "images (default: on for a model built on a pretrained backbone, such as "
+        "efficientnet-lite0, in index or exact mode; off for a trained autoencoder; any of the "
+        "options below switches it on)",
     )
+    on_off.add_argument("--no-rerank", dest="rerank", action="store_const", const=False,
+                        help="do not re-rank, whatever the model")  # fmt: skip
     g.add_argument("--dba", type=NEIGHBOURS, metavar="N", help="neighbours per database image "
                    "(0 to 100, default 10)")  # fmt: skip
     g.add_argument("--qe", type=NEIGHBOURS, metavar="N", help="neighbours per query (0 to 100, "
@@ -105,17 +111,22 @@ def add_rerank_options(p: argparse.ArgumentParser) -> None:
                    "queries)")  # fmt: skip
 
 
-def rerank_config(a: argparse.Namespace) -> RerankConfig | None:
-    """The RerankConfig that `add_rerank_options` asked for, or None when it is off."""
+def rerank_config(a: argparse.Namespace) -> RerankChoice:
+    """What `add_rerank_options` asked for: a RerankConfig, None (--no-rerank) or AUTO."""
+    from ..core.errors import UserError
+    from ..retrieval.rerank import AUTO, RerankConfig
+
     given = {"dba_neighbors": a.dba, "qe_neighbors": a.qe, "alpha": a.alpha,
              "diffusion_neighbors": a.diffusion}  # fmt: skip
-    if not a.rerank and all(v is None for v in given.values()):
+    settings = {name: v for name, v in given.items() if v is not None}
+    if a.rerank is False:
+        if settings:
+            raise UserError("--no-rerank turns re-ranking off: drop --dba, --qe, --alpha and "
+                            "--diffusion, or --no-rerank")  # fmt: skip
         return None
-    from ..retrieval.rerank import RerankConfig
-
-    return RerankConfig(**{name: v for name, v in given.items() if v is not None})
-
-
+    if a.rerank is None and not settings:
+        return AUTO
+    return RerankConfig(**settings)
 
 
 def print_skipped(

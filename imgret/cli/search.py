@@ -19,8 +19,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Rank the collection for each query image by cosine similarity: with the "
         "collection's FAISS index (--mode index), over the whole collection (--mode exact) or "
         "only inside the query's cluster (--mode cluster). A folder query searches with every "
-        "image in it, in batches. --rerank re-ranks the top candidates of each query (at least "
-        "100) without labels (index and exact modes).",
+        "image in it, in batches. Re-ranking (of each query's top 100 candidates, without "
+        "labels; index and exact modes) is on for a collection whose model is built on a "
+        "pretrained backbone and off otherwise; --rerank and --no-rerank choose.",
     )
     p.add_argument("collection", help="collection folder")
     p.add_argument(

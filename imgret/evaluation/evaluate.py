@@ -36,9 +36,12 @@ from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
 from ..models.pixels import PixelEmbedder
 from ..retrieval.rerank import (
+    AUTO,
     DIFFUSION_CANDIDATES,
     KnnFn,
+    RerankChoice,
     RerankConfig,
+    chosen_rerank,
     database_augmentation,
     diffuse_ranking,
     exact_knn,
@@ -313,7 +316,7 @@ def evaluate(
     workers: int = 2,
     inference: InferenceSettings | None = None,
     seed: int = 0,
-    rerank: RerankConfig | None = None,
+    rerank: RerankChoice = AUTO,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Evaluation:
@@ -323,7 +326,8 @@ def evaluate(
     `mode` "cluster" fits KMeans on the database embeddings (K = `clusters`, or the elbow of
     K = 2..20) and searches only inside each query's cluster. `rerank` re-ranks the
     embeddings first (`rerank_split`; in cluster mode, KMeans then runs on the augmented
-    database).
+    database); None: not; AUTO: as a search would by default (imgret.retrieval.rerank.
+    chosen_rerank: on in exact mode for a model built on a pretrained backbone).
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
@@ -335,10 +339,12 @@ def evaluate(
     )  # fmt: skip
     q_emb, db_emb, timings = split.queries, split.database, split.timings
     settings: dict[str, Any] = {"protocol_metrics": list(bench.metrics)}
+    by_default = rerank == AUTO
+    rerank = chosen_rerank(rerank, model_s, mode)
     if rerank is not None:
         t0 = time.perf_counter()
         q_emb, db_emb = rerank_split(q_emb, db_emb, rerank, exclude=split.exclude)
-        settings["rerank"] = asdict(rerank)
+        settings["rerank"] = {**asdict(rerank), "by_default": by_default}
         timings["rerank_s"] = time.perf_counter() - t0
     assignments = centroids = None
     if mode == "cluster":

@@ -13,7 +13,7 @@ from ..models import registry
 from ..models.backend import InferenceSettings, load_for_inference
 from ..retrieval.duplicates import DuplicatePair, find_duplicates
 from ..retrieval.queries import search_files, search_folder, search_items
-from ..retrieval.rerank import RerankConfig
+from ..retrieval.rerank import AUTO, RerankChoice, chosen_rerank
 from ..retrieval.results import QueryResult, resolve_items
 from ..retrieval.searcher import Searcher
 from ..store.collection import Collection
@@ -47,7 +47,7 @@ def search(
     inference: InferenceSettings | None = None,
     nprobe: int | None = None,
     in_collection: bool = False,
-    rerank: RerankConfig | None = None,
+    rerank: RerankChoice = AUTO,
     log: Log = lambda msg: print(msg, file=sys.stderr),
 ) -> list[QueryResult]:
     """Rank a collection for each query -> list of QueryResult, in the order of the queries.
@@ -56,12 +56,18 @@ def search(
     batches; unreadable ones are logged and skipped). With `in_collection`, queries are items
     of the collection (key, path or id) and their stored embeddings are used; each is left out
     of its own results. `rerank` (imgret.retrieval.rerank.RerankConfig) re-ranks each query's top
-    candidates without labels (DBA + alpha-QE; modes index and exact). `inference`: how the
-    query images are embedded (imgret.models.backend; default: auto).
+    candidates without labels (DBA + alpha-QE; modes index and exact); None: not; AUTO (the
+    default): when the collection's model is built on a pretrained backbone (`chosen_rerank`).
+    `inference`: how the query images are embedded (imgret.models.backend; default: auto).
     """
     if not queries:
         raise UserError("give at least one query image")
     coll = open_collection(collection_dir)
+    by_default = rerank == AUTO
+    rerank = chosen_rerank(rerank, coll.model["ref"], mode, coll.metric)
+    if by_default and rerank is not None:
+        log("re-ranking each query's top candidates (DBA + alpha-QE), the default for a model "
+            "built on a pretrained backbone; --no-rerank turns it off")  # fmt: skip
     coll.map_index()  # only searched: a flat index's vectors stay in its file
     searcher = Searcher(coll, log=log)
     if in_collection:

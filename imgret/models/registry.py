@@ -28,7 +28,7 @@ from .base import SEPARATOR, Embedder
 
 __all__ = [
     "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "parse_side_by_side",
-    "read_model_doc",
+    "read_model_doc", "built_on_pretrained",
     "PRETRAINED_NAMES", "DEFAULT_SIZES", "SEPARATOR",
 ]  # fmt: skip
 
@@ -231,6 +231,25 @@ def _base_ref(path: Path) -> str | None:
     base = doc.get("base")
     ref = base.get("ref") if isinstance(base, dict) else None
     return ref if isinstance(ref, str) else None
+
+
+def built_on_pretrained(ref: str | Path) -> bool:
+    """Whether a model is a pretrained backbone (by name, or several side by side) or derived
+    from one (a fine-tuned, whitened or adapted model whose chain of base models starts at
+    one). False for trained autoencoders, baselines (`pixels`, `pca-N`) and unreadable folders.
+    """
+    ref_s = str(ref)
+    for _ in range(_MAX_DEPTH):
+        try:
+            if parse_side_by_side(ref_s) is not None or parse_pretrained(ref_s) is not None:
+                return True
+        except UserError:
+            return False
+        base = _base_ref(Path(ref_s).expanduser())
+        if base is None:
+            return False
+        ref_s = base
+    return False
 
 
 def describe(ref: str | Path, embedder: Embedder) -> dict[str, Any]:

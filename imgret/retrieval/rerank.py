@@ -20,13 +20,20 @@ Offline, over a whole set of embeddings: `database_augmentation` and `query_expa
 At query time, on a collection of any size: `rerank_candidates` gives each query's top
 max(k, RERANK_CANDIDATES) candidates their DBA embedding from their own nearest neighbours
 (found by the caller's `knn`), expands the query (alpha-QE) over them and re-scores them.
-imgret.retrieval.searcher calls it with its own search; this module imports only numpy.
+imgret.retrieval.searcher calls it with its own search.
+
+By default (`AUTO`, `chosen_rerank`) a search or evaluation re-ranks when its model is built on
+a pretrained backbone: chosen on validation queries, where `RerankConfig()` raised the
+pretrained model's mAP on every set measured (BENCHMARKS.md, "Settings chosen on validation
+queries"), while for autoencoders trained on the collection it helped some and hurt others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeAlias
 
 import numpy as np
 
@@ -36,6 +43,7 @@ from .diffusion import diffusion_order
 __all__ = [
     "RerankConfig", "exact_knn", "database_augmentation", "query_expansion",
     "rerank_candidates", "RERANK_CANDIDATES", "DIFFUSION_CANDIDATES", "diffuse_ranking",
+    "AUTO", "RerankChoice", "chosen_rerank",
 ]  # fmt: skip
 
 RERANK_CANDIDATES = 100  # candidates per query that re-ranking re-scores (at least k)
@@ -54,6 +62,27 @@ class RerankConfig:
     qe_neighbors: int = 10  # neighbours averaged into each query (0 = off)
     alpha: float = 3.0  # weight = similarity ** alpha
     diffusion_neighbors: int = 0  # graph neighbours of the diffusion stage (0 = off)
+
+
+AUTO: Literal["auto"] = "auto"
+# A re-ranking asked for: a RerankConfig (on), None (off) or AUTO (the default for the model).
+RerankChoice: TypeAlias = RerankConfig | Literal["auto"] | None
+
+
+def chosen_rerank(
+    choice: RerankChoice, model: str | Path, mode: str, metric: str = "cosine"
+) -> RerankConfig | None:
+    """The re-ranking a search or evaluation runs: `choice` itself, or for AUTO the default,
+    `RerankConfig()` for a model built on a pretrained backbone
+    (imgret.models.registry.built_on_pretrained) in index or exact mode of a cosine set, and
+    None (off) otherwise."""
+    if choice != AUTO:
+        return choice  # type: ignore[return-value]
+    if mode == "cluster" or metric != "cosine":
+        return None
+    from ..models.registry import built_on_pretrained
+
+    return RerankConfig() if built_on_pretrained(model) else None
 
 
 def exact_knn(database: np.ndarray) -> KnnFn:

@@ -73,14 +73,15 @@ def add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> None
         file: Annotated[UploadFile, File(description="the query image (JPEG, PNG, ...)")],
         k: Annotated[int, Form(ge=1, le=config.max_k)] = DEFAULT_K,
         mode: Annotated[Mode, Form()] = "index",
-        rerank: Annotated[bool, Form()] = False,
+        rerank: Annotated[bool | None, Form()] = None,
         label: Annotated[str | None, Form(max_length=500)] = None,
         folder: Annotated[str | None, Form(max_length=1000)] = None,
     ) -> dict:
         """Rank the collection for an uploaded image: with its FAISS index (`index`), every
         image (`exact`), or inside the query's cluster (`cluster`); `rerank`: label-free
-        re-ranking (DBA + alpha query expansion; index and exact mode); `label`, `folder`:
-        rank only those images."""
+        re-ranking (DBA + alpha query expansion; index and exact mode; by default on for a
+        model built on a pretrained backbone, see /api/info); `label`, `folder`: rank only
+        those images."""
         data = await file.read(config.max_upload_bytes + 1)
         name = Path(file.filename or "upload").name
         size = service.embedder.image_size
@@ -90,8 +91,8 @@ def add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> None
                                  max_pixels=config.max_pixels, name=name, target=size)  # fmt: skip
 
         return await run_in_threadpool(
-            service.search_image, decode, name, k, mode, rerank=rerank, label=label or None,
-            folder=folder or None,
+            service.search_image, decode, name, k, mode, rerank=service.rerank_for(rerank, mode),
+            label=label or None, folder=folder or None,
         )  # fmt: skip
 
     @app.get(
@@ -101,11 +102,12 @@ def add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> None
         tags=["search"],
     )
     async def search_item(item_id: int, k: K = DEFAULT_K, mode: Mode = "index",
-                          rerank: bool = False, label: Label = None,
+                          rerank: bool | None = None, label: Label = None,
                           folder: Folder = None) -> dict:  # fmt: skip
         """More like this: rank the collection for one of its images (left out of the hits;
         the other parameters as for an upload)."""
         label, folder = label or None, folder or None
+        rerank = service.rerank_for(rerank, mode)
         if service.in_thread(rerank, label, folder):
             return await run_in_threadpool(service.search_item, item_id, k, mode, rerank=rerank,
                                            label=label, folder=folder)  # fmt: skip

@@ -3,7 +3,8 @@
 Under bench.web's load, FastAPI's routing, reading and validating six parameters, and
 validating and serializing the answer held the GIL for about a quarter of the server's
 samples (py-spy) and made the search thread wait for it. `SearchFastPath` answers
-`GET /api/search/{id}` when its query string holds only `k` (1 to max_k) and `mode`, and no
+`GET /api/search/{id}` when its query string holds only `k` (1 to max_k), `mode` and
+`rerank=false` (or no `rerank` where the collection's default is not to re-rank), and no
 reload of the collection is due: the same service call as the route in api.py, serialized by
 pydantic-core as FastAPI would. Everything else (other parameters, values it would refuse,
 a reload) goes on to FastAPI, which stays the documented API and gives its errors.
@@ -32,7 +33,8 @@ _COUNT = re.compile(r"[0-9]{1,9}")
 
 
 class SearchFastPath:
-    """ASGI middleware: searches by id with only `k` and `mode`, straight to the service."""
+    """ASGI middleware: searches by id with only `k` and `mode`, not re-ranked, straight to
+    the service."""
 
     def __init__(self, app: ASGIApp, service: CollectionService, max_k: int) -> None:
         self.app = app
@@ -50,15 +52,17 @@ class SearchFastPath:
 
     def _params(self, query: bytes) -> tuple[int, str] | None:
         """(k, mode) of a query string this path answers; None: leave it to FastAPI."""
-        k, mode = DEFAULT_K, "index"
+        k, mode, rerank = DEFAULT_K, "index", None
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if name == "k" and _COUNT.fullmatch(value) and 1 <= int(value) <= self.max_k:
                 k = int(value)
             elif name == "mode" and value in MODES:
                 mode = value
+            elif name == "rerank" and value == "false":
+                rerank = False
             else:
                 return None
-        return k, mode
+        return None if self.service.rerank_for(rerank, mode) else (k, mode)
 
     async def _search(self, item: int, k: int, mode: str, send: Send) -> None:
         try:

@@ -118,6 +118,7 @@ class Info(BaseModel):
     modes: list[str]
     plots: dict[str, str]  # plot name -> URL, for the plots that exist
     can_add: bool  # images may be added and removed from the pages (--allow-add)
+    rerank_default: bool  # searches re-rank unless told not to (a pretrained model)
     limits: Limits
 
 

@@ -83,6 +83,8 @@ class CollectionService:
         coll.check_model(registry.describe(ref, self.embedder))
         self.model = dict(coll.model)
         self.model_dir = Path(ref) if Path(ref).is_dir() else None
+        # re-ranked unless a request says: for a model built on a pretrained backbone
+        self.rerank_default = registry.built_on_pretrained(ref) and coll.metric == "cosine"
         self.files = self._files(coll)
 
     def _files(self, coll: Any) -> ItemFiles:
@@ -164,11 +166,9 @@ class CollectionService:
             "modes": list(MODES) if c is not None else ["index", "exact"],
             "plots": {n: f"/api/plots/{n}" for n in PLOTS if self.plot_path(n) is not None},
             "can_add": self.config.allow_add is not None,
-            "limits": {
-                "max_k": self.config.max_k,
-                "max_page": self.config.max_page,
-                "max_upload_bytes": self.config.max_upload_bytes,
-            },
+            "rerank_default": self.rerank_default,
+            "limits": {name: getattr(self.config, name)
+                       for name in ("max_k", "max_page", "max_upload_bytes")},  # fmt: skip
         }
 
     def item(self, i: int, snap: Snapshot | None = None) -> dict[str, Any]:
@@ -228,12 +228,8 @@ class CollectionService:
         lo, hi = int(snap.bounds[ci]), int(snap.bounds[ci + 1])
         start = min(lo + offset, hi)
         members = snap.members[start : min(hi, start + self._limit(limit))]
-        return {
-            "cluster": ci,
-            "total": hi - lo,
-            "offset": offset,
-            "items": [self.item(int(i), snap) for i in members],
-        }
+        items = [self.item(int(i), snap) for i in members]
+        return {"cluster": ci, "total": hi - lo, "offset": offset, "items": items}
 
     def duplicates(self, threshold: float, offset: int, limit: int) -> dict[str, Any]:
         """Groups of near-duplicate images (as `imgret duplicates` finds them), biggest first."""
@@ -275,6 +271,11 @@ class CollectionService:
         snap = self.current()
         query, about = self._item_query(snap, i)
         return self._search(snap, query, about, k, mode, t0, rerank, label, folder, exclude=i)
+
+    def rerank_for(self, rerank: bool | None, mode: str) -> bool:
+        """Whether a search re-ranks: as asked, or (None) the collection's default outside
+        cluster mode (imgret.retrieval.rerank.chosen_rerank's rule)."""
+        return (self.rerank_default and mode != "cluster") if rerank is None else rerank
 
     def in_thread(self, rerank: bool, label: str | None, folder: str | None) -> bool:
         """Whether a search by id needs a thread of the pool (re-ranking, a filter, a reload

@@ -46,12 +46,14 @@ const imgret = (() => {
     return node;
   }
 
-  // The search page's address for "more like this" of an image, keeping the given settings.
+  // The search page's address for "more like this" of an image, keeping the given settings
+  // (rerank kept when false too: the collection's default may be on).
   function searchUrl(id, settings = {}) {
     const params = new URLSearchParams({ id: String(id) });
     for (const name of ["k", "mode", "rerank", "label", "folder"]) {
       const value = settings[name];
-      if (value !== undefined && value !== null && value !== "" && value !== false) params.set(name, String(value));
+      const kept = value !== false || name === "rerank";
+      if (value !== undefined && value !== null && value !== "" && kept) params.set(name, String(value));
     }
     return `/?${params}`;
   }

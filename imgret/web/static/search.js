@@ -39,7 +39,7 @@
 
   function params(s) {
     const p = new URLSearchParams({ k: String(s.k), mode: s.mode });
-    if (s.rerank) p.set("rerank", "true");
+    p.set("rerank", s.rerank ? "true" : "false"); // explicit: the server's default may be on
     if (s.label !== null) p.set("label", s.label);
     if (s.folder !== null) p.set("folder", s.folder);
     return p;
@@ -116,7 +116,7 @@
         result = await api(`/api/search/${query.id}?${params(s)}`);
         if (mine !== running) return;
         const url = address({ q: null, id: query.id, ...Object.fromEntries(params(s)),
-          rerank: s.rerank ? "true" : null, label: s.label, folder: s.folder });
+          label: s.label, folder: s.folder });
         history.replaceState(null, "", url);
       }
       render(result);
@@ -203,7 +203,8 @@
     const radio = mode && document.querySelector(`input[name="mode"][value="${CSS.escape(mode)}"]`);
     if (radio && !radio.disabled) radio.checked = true;
     if (params.get("k")) $("k").value = params.get("k");
-    $("rerank").checked = params.get("rerank") === "true";
+    // not in the address: the collection's default (on for a model built on a pretrained one)
+    $("rerank").checked = params.has("rerank") ? params.get("rerank") === "true" : info.rerank_default;
     const wanted = params.get("label") !== null ? `label:${params.get("label")}`
       : params.get("folder") !== null ? `folder:${params.get("folder")}` : "";
     if ([...$("filter").options].some((o) => o.value === wanted)) $("filter").value = wanted;
