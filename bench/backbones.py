@@ -69,20 +69,16 @@ def three_ways(
 ) -> dict[str, dict[str, float]]:
     """{"plain"|"rerank"|"diffusion": {metric: value}}: exact cosine, `--rerank`, `--rerank
     --diffusion DIFFUSION` (queries (n, dim), database (m, dim), `exclude` as in rank)."""
-    from imgret.evaluation.evaluate import evaluate_embeddings, rerank_split
+    from imgret.evaluation.evaluate import protocol_scores, rerank_split
     from imgret.retrieval.rerank import RerankConfig
 
     reranked = rerank_split(q, db, RerankConfig(), exclude=exclude)
-    figures = {}
-    for how, (qq, dd), diffusion in (
-        ("plain", (q, db), 0), ("rerank", reranked, 0), ("diffusion", reranked, DIFFUSION)
-    ):
-        overall, _, _ = evaluate_embeddings(
-            qq, ql, dd, dbl, map_ks=(bench.k_map,) if bench.k_map else (), ks=(10,),
-            with_all="mAP@all" in bench.metrics, exclude=exclude, diffusion=diffusion,
-        )  # fmt: skip
-        figures[how] = {m: overall[m] for m in bench.metrics}
-    return figures
+    return {
+        how: protocol_scores(bench, qq, ql, dd, dbl, exclude=exclude, diffusion=diffusion)
+        for how, (qq, dd), diffusion in (
+            ("plain", (q, db), 0), ("rerank", reranked, 0), ("diffusion", reranked, DIFFUSION)
+        )
+    }  # fmt: skip
 
 
 def side_by_side_quality(protocol: str) -> dict[str, dict[str, float]]:

@@ -120,18 +120,9 @@ def _embed(bench: Any, size: int, quick: bool, log: Any) -> dict[str, Any]:
 
 
 def _score(bench: Any, q: np.ndarray, ql: np.ndarray, db: np.ndarray, dbl: np.ndarray) -> dict:
-    from imgret.evaluation.evaluate import evaluate_embeddings
+    from imgret.evaluation.evaluate import protocol_scores
 
-    overall, _, _ = evaluate_embeddings(
-        q,
-        list(ql),
-        db,
-        list(dbl),
-        map_ks=(bench.k_map,) if bench.k_map else (),
-        ks=(10,),
-        with_all="mAP@all" in bench.metrics,
-    )
-    return {m: overall[m] for m in bench.metrics}
+    return protocol_scores(bench, q, list(ql), db, list(dbl))
 
 
 def _rerank(q: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -174,14 +174,12 @@ def run_bench(bench_name: str, quick: bool, log=print) -> list[Row]:  # noqa: AN
     from imgret.core.clustering import elbow_curve, fit_kmeans
     from imgret.core.vectors import normalize
     from imgret.data.benchmarks import load_benchmark
-    from imgret.evaluation.evaluate import embed_split, evaluate_embeddings
+    from imgret.evaluation.evaluate import embed_split, protocol_scores
     from imgret.models.embed import embed_files
     from imgret.models.pixels import PixelEmbedder
     from imgret.models.registry import load as load_embedder
 
     bench = load_benchmark(bench_name)
-    map_k = bench.k_map or 100
-    with_all = "mAP@all" in bench.metrics
     query_files = _query_files(bench)
     rows = []
     for m in METHODS:
@@ -220,11 +218,10 @@ def run_bench(bench_name: str, quick: bool, log=print) -> list[Row]:  # noqa: AN
             modes.append((f"cluster (KMeans K={k}, elbow)",
                           {"assignments": cl.assignments, "centroids": cl.centroids}))  # fmt: skip
         for mode, rank_args in modes:
-            overall, _, _ = evaluate_embeddings(
-                split.queries, split.query_labels, split.database, split.database_labels,
-                map_ks=(map_k,), ks=(10,), with_all=with_all, **rank_args,
+            figures = protocol_scores(
+                bench, split.queries, split.query_labels, split.database, split.database_labels,
+                **rank_args,
             )  # fmt: skip
-            figures = {name: overall[name] for name in bench.metrics}
             latency = _latency(embed_query, query_files, db_unit, rank_args)
             rows.append(Row(
                 bench_name, m.label, mode, figures, settings, train_s, train_cpu,

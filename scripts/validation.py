@@ -42,7 +42,7 @@ from run_log import say  # noqa: E402 - scripts/run_log.py
 from bench.embeddings import backbone_embeddings, rows_of  # noqa: E402
 from imgret.core.vectors import normalize  # noqa: E402
 from imgret.data.benchmarks import load_benchmark  # noqa: E402
-from imgret.evaluation.evaluate import evaluate_embeddings, rerank_split  # noqa: E402
+from imgret.evaluation.evaluate import protocol_scores, rerank_split  # noqa: E402
 from imgret.retrieval.rerank import RerankConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,13 +82,10 @@ class Split:
         self, q: np.ndarray | None = None, db: np.ndarray | None = None, **diffusion: int
     ) -> dict[str, float]:
         """The protocol's metrics; `diffusion`, `diffusion_candidates`: as evaluate_embeddings."""
-        b = self.bench
-        overall, _, _ = evaluate_embeddings(
-            self.q if q is None else q, list(self.ql), self.db if db is None else db,
-            list(self.dbl), map_ks=(b.k_map,) if b.k_map else (), ks=(10,),
-            with_all="mAP@all" in b.metrics, **diffusion,
+        return protocol_scores(
+            self.bench, self.q if q is None else q, list(self.ql),
+            self.db if db is None else db, list(self.dbl), **diffusion,
         )  # fmt: skip
-        return {m: overall[m] for m in b.metrics}
 
     def rerank(self, q: np.ndarray, db: np.ndarray, cfg: RerankConfig | None = None):  # noqa: ANN201
         return rerank_split(q, db, cfg or RerankConfig())

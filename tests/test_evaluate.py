@@ -9,7 +9,7 @@ import pytest
 from imgret.cli import main
 from imgret.core.errors import UserError
 from imgret.data.benchmarks import first_per_class, labelled_split, load_benchmark
-from imgret.evaluation.evaluate import evaluate, evaluate_embeddings, rank
+from imgret.evaluation.evaluate import evaluate, evaluate_embeddings, protocol_scores, rank
 from imgret.evaluation.report import write_evaluation
 
 
@@ -135,3 +135,17 @@ def test_write_evaluation_and_cli(image_folder: Path, tmp_path: Path, capsys) ->
     assert "mAP@100" in out and "stripes" in out
     assert (tmp_path / "cli" / "evaluation.png").exists()
     assert main(["evaluate", "pixels", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.parametrize("metrics", [("mAP@3", "P@10"), ("mAP@all", "P@10")])
+def test_protocol_scores_are_the_protocols_own_figures(metrics: tuple[str, ...]) -> None:
+    """What bench and scripts score with: the protocol's metrics, as evaluate_embeddings."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    q, db = rng.standard_normal((6, 4)), rng.standard_normal((30, 4))
+    ql, dbl = list("aabbcc"), [("a", "b", "c")[i % 3] for i in range(30)]
+    bench = SimpleNamespace(metrics=metrics, k_map=3 if "mAP@3" in metrics else None)
+    got = protocol_scores(bench, q, ql, db, dbl)  # type: ignore[arg-type]
+    want, _, _ = evaluate_embeddings(q, ql, db, dbl, map_ks=(3,), ks=(10,))
+    assert list(got) == list(metrics) and got == {m: want[m] for m in metrics}

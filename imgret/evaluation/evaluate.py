@@ -60,7 +60,7 @@ from .metrics import (
 
 __all__ = [
     "Evaluation", "EmbeddedSplit", "rank", "evaluate_embeddings", "evaluate", "open_benchmark",
-    "embed_split", "MODES", "rerank_split",
+    "embed_split", "MODES", "rerank_split", "protocol_scores",
 ]  # fmt: skip
 
 MODES = ("exact", "cluster")
@@ -125,6 +125,20 @@ def rank(
 def _metric_names(map_ks: list[int], ks: list[int], with_all: bool) -> list[str]:
     names = [f"mAP@{k}" for k in map_ks] + (["mAP@all"] if with_all else [])
     return names + [f"P@{k}" for k in ks] + [f"R@{k}" for k in ks]
+
+
+def protocol_scores(
+    bench: Benchmark, queries: np.ndarray, query_labels: list, database: np.ndarray,
+    database_labels: list, **rank_args: Any,
+) -> dict[str, float]:  # fmt: skip
+    """The figures a benchmark's protocol reports (`bench.metrics`, e.g. mAP@1000 and P@10)
+    of cosine rankings; `rank_args` (exclude, diffusion, ...) as for evaluate_embeddings."""
+    overall, _, _ = evaluate_embeddings(
+        queries, list(query_labels), database, list(database_labels),
+        map_ks=(bench.k_map,) if bench.k_map else (), ks=(10,),
+        with_all="mAP@all" in bench.metrics, **rank_args,
+    )  # fmt: skip
+    return {m: overall[m] for m in bench.metrics}
 
 
 def evaluate_embeddings(
