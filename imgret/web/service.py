@@ -76,6 +76,7 @@ class CollectionService:
 
     def _load_model(self, snap: Snapshot) -> None:
         from ..models import registry
+        from ..retrieval.rerank import AUTO, chosen_rerank
 
         coll = snap.collection
         ref = coll.model["ref"]
@@ -83,8 +84,8 @@ class CollectionService:
         coll.check_model(registry.describe(ref, self.embedder))
         self.model = dict(coll.model)
         self.model_dir = Path(ref) if Path(ref).is_dir() else None
-        # re-ranked unless a request says: for a model built on a pretrained backbone
-        self.rerank_default = registry.built_on_pretrained(ref) and coll.metric == "cosine"
+        by_mode = {m: chosen_rerank(AUTO, ref, m, coll.metric) is not None for m in MODES}
+        self._rerank_by_mode, self.rerank_default = by_mode, by_mode["index"]  # unless asked
         self.files = self._files(coll)
 
     def _files(self, coll: Any) -> ItemFiles:
@@ -273,9 +274,9 @@ class CollectionService:
         return self._search(snap, query, about, k, mode, t0, rerank, label, folder, exclude=i)
 
     def rerank_for(self, rerank: bool | None, mode: str) -> bool:
-        """Whether a search re-ranks: as asked, or (None) the collection's default outside
-        cluster mode (imgret.retrieval.rerank.chosen_rerank's rule)."""
-        return (self.rerank_default and mode != "cluster") if rerank is None else rerank
+        """Whether a search re-ranks: as asked, or (None) the collection's default for the mode
+        (imgret.retrieval.rerank.chosen_rerank)."""
+        return self._rerank_by_mode.get(mode, False) if rerank is None else rerank
 
     def in_thread(self, rerank: bool, label: str | None, folder: str | None) -> bool:
         """Whether a search by id needs a thread of the pool (re-ranking, a filter, a reload
