@@ -84,8 +84,9 @@ class CollectionService:
         coll.check_model(registry.describe(ref, self.embedder))
         self.model = dict(coll.model)
         self.model_dir = Path(ref) if Path(ref).is_dir() else None
-        by_mode = {m: chosen_rerank(AUTO, ref, m, coll.metric) is not None for m in MODES}
-        self._rerank_by_mode, self.rerank_default = by_mode, by_mode["index"]  # unless asked
+        # whether a search of each mode re-ranks when the request does not say
+        self._rerank_by_mode = {m: chosen_rerank(AUTO, ref, m, coll.metric) is not None
+                                for m in MODES}  # fmt: skip
         self.files = self._files(coll)
 
     def _files(self, coll: Any) -> ItemFiles:
@@ -167,7 +168,7 @@ class CollectionService:
             "modes": list(MODES) if c is not None else ["index", "exact"],
             "plots": {n: f"/api/plots/{n}" for n in PLOTS if self.plot_path(n) is not None},
             "can_add": self.config.allow_add is not None,
-            "rerank_default": self.rerank_default,
+            "rerank_default": self.rerank_for(None, "index"),
             "limits": {name: getattr(self.config, name)
                        for name in ("max_k", "max_page", "max_upload_bytes")},  # fmt: skip
         }
