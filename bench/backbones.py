@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.embeddings import backbone_embeddings, rows_of
+from bench.embeddings import cached_split
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -49,18 +49,13 @@ def quality(
     protocol: str, split: str = "test", models: dict[str, int] = MODELS
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{model: {"plain"|"rerank"|"diffusion": {metric: value}}} from the cached embeddings."""
-    from imgret.core.vectors import normalize
     from imgret.data.benchmarks import load_benchmark
 
     bench = load_benchmark(protocol if split == "test" else f"{protocol}:{split}")
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, size in models.items():
-        emb = backbone_embeddings(protocol, name, size)
-        q = normalize(emb["gem"][rows_of(emb["keys"], bench.queries.keys)])
-        db = normalize(emb["gem"][rows_of(emb["keys"], bench.database.keys)])
-        ql = emb["labels"][rows_of(emb["keys"], bench.queries.keys)].tolist()
-        dbl = emb["labels"][rows_of(emb["keys"], bench.database.keys)].tolist()
-        out[f"{name}@{size}"] = three_ways(bench, q, ql, db, dbl)
+        c = cached_split(protocol, bench, {name: size})
+        out[f"{name}@{size}"] = three_ways(bench, c.q, c.ql.tolist(), c.db, c.dbl.tolist())
     return out
 
 
@@ -182,9 +177,9 @@ def render(results: dict[str, Any], command: str, seconds: float, png: str) -> s
         "queries, not re-ranked (`--no-rerank`); `+ rerank`: re-ranked with the default "
         "settings (what `imgret evaluate` and `imgret search` do for these models unless told "
         f"otherwise); `+ diffusion`: `--rerank --diffusion {DIFFUSION}`. Speed: images/s of "
-        "imgret's embedding path (ONNX Runtime, one decode worker, decoding from disk included) on the "
-        f"first {SPEED_IMAGES['caltech101']} Caltech-101 / {SPEED_IMAGES['cifar10']} CIFAR-10 "
-        "database images, all models in the same run in alternating rounds, median of 3.",
+        "imgret's embedding path (ONNX Runtime, one decode worker, decoding from disk included) "
+        f"on the first {SPEED_IMAGES['caltech101']} Caltech-101 / {SPEED_IMAGES['cifar10']} "
+        "CIFAR-10 database images, all models in the same run in alternating rounds, median of 3.",
         "",
         f"![quality against speed]({png})",
     ]

@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +152,52 @@ def rows_of(keys: np.ndarray, wanted: list[str]) -> np.ndarray:
     return np.asarray([where[k] for k in wanted], dtype=np.int64)
 
 
-def split(emb: dict[str, Any], bench: Any, pooling: str) -> tuple[np.ndarray, ...]:
-    """(queries, query labels, database, database labels) of a benchmark from cached rows."""
-    q = rows_of(emb["keys"], bench.queries.keys)
-    db = rows_of(emb["keys"], bench.database.keys)
-    x = emb[pooling]
-    return x[q], emb["labels"][q], x[db], emb["labels"][db]
+@dataclass
+class Split:
+    """Cached embeddings of one benchmark split: unit rows of the queries and the database,
+    their labels, and the database's rows in the dataset cache (for view caches)."""
+
+    q: np.ndarray  # (n_queries, dim)
+    ql: np.ndarray  # (n_queries,) labels
+    db: np.ndarray  # (n_database, dim)
+    dbl: np.ndarray  # (n_database,) labels
+    db_rows: np.ndarray  # (n_database,) int64 rows of the dataset cache
+    images_per_s: float  # of the (first) model's cached embedding run
+
+
+def cached_split(
+    dataset: str, bench: Any, models: dict[str, int], pooling: str = "gem"
+) -> Split:
+    """A benchmark's split from the cached embeddings of `models` ({name: size}); several
+    models side by side as imgret.models.side_by_side joins them (each unit-norm, then the
+    whole), though each from its own cache (embedded at its own size by the data loader)."""
+    from imgret.core.vectors import normalize
+
+    parts = [backbone_embeddings(dataset, name, size) for name, size in models.items()]
+    first = parts[0]
+    q = rows_of(first["keys"], bench.queries.keys)
+    db = rows_of(first["keys"], bench.database.keys)
+    for emb in parts[1:]:
+        if not np.array_equal(emb["keys"], first["keys"]):
+            raise ValueError(f"{dataset}: the cached embeddings list other images")
+
+    def joined(rows: np.ndarray) -> np.ndarray:
+        return normalize(np.concatenate([normalize(e[pooling][rows]) for e in parts], axis=1))
+
+    return Split(joined(q), first["labels"][q], joined(db), first["labels"][db], db,
+                 float(first["images_per_s"]))  # fmt: skip
+
+
+def joined_views(
+    dataset: str, models: list[str], size: int, views: int, rows: np.ndarray
+) -> np.ndarray:
+    """The cached views (view_embeddings) of `models` at `size`, side by side, of the dataset's
+    `rows` -> (len(rows), views, total dim) float32, unit rows. View j of an image is the same
+    crop for every model (views are drawn per chunk from one seed, at one side)."""
+    parts = [view_embeddings(dataset, f"{m}@{size}:gem", views)[rows] for m in models]
+    out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+    out /= np.float32(np.sqrt(len(parts)))
+    return out
 
 
 def main() -> None:

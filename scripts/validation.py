@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import run_log  # noqa: E402
 from run_log import say  # noqa: E402 - scripts/run_log.py
 
-from bench.embeddings import backbone_embeddings, rows_of  # noqa: E402
-from imgret.core.vectors import normalize  # noqa: E402
+from bench.embeddings import cached_split  # noqa: E402
 from imgret.data.benchmarks import load_benchmark  # noqa: E402
 from imgret.evaluation.evaluate import protocol_scores, rerank_split  # noqa: E402
 from imgret.retrieval.rerank import RerankConfig  # noqa: E402
@@ -66,17 +65,15 @@ def save(command: str, seconds: float, threads: int) -> None:
 
 
 class Split:
-    """Cached embeddings of one benchmark split: queries, database and their labels."""
+    """Cached embeddings of one benchmark split (bench.embeddings.cached_split): queries,
+    database, their labels; `models` ({name: size}) several: side by side."""
 
-    def __init__(self, protocol: str, name: str, size: int, pooling: str, split: str) -> None:
-        emb = backbone_embeddings(protocol, name, size)
+    def __init__(self, protocol: str, models: dict[str, int], pooling: str, split: str) -> None:
         self.bench = load_benchmark(f"{protocol}:{split}" if split != "test" else protocol)
-        q = rows_of(emb["keys"], self.bench.queries.keys)
-        db = rows_of(emb["keys"], self.bench.database.keys)
-        self.q, self.db = normalize(emb[pooling][q]), normalize(emb[pooling][db])
-        self.ql, self.dbl = emb["labels"][q], emb["labels"][db]
-        self.db_rows = db  # rows of the dataset cache, for view caches in the same order
-        self.images_per_s = float(emb["images_per_s"])
+        c = cached_split(protocol, self.bench, models, pooling)
+        self.q, self.ql, self.db, self.dbl = c.q, c.ql, c.db, c.dbl
+        self.db_rows = c.db_rows  # rows of the dataset cache, for view caches in the same order
+        self.images_per_s = c.images_per_s
 
     def score(
         self, q: np.ndarray | None = None, db: np.ndarray | None = None, **diffusion: int
@@ -91,13 +88,18 @@ class Split:
         return rerank_split(q, db, cfg or RerankConfig())
 
 
+def models_of(a: argparse.Namespace) -> dict[str, int]:
+    """{name: size} of --models (side by side) or --model, each at --size or its own side."""
+    return {m: a.size or NATIVE[m] for m in (getattr(a, "models", None) or [a.model])}
+
+
 def fmt(figures: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
 
 
 def cmd_pooling(a: argparse.Namespace) -> None:
     for pooling in ("avg", "gem"):
-        s = Split(a.protocol, a.model, a.size or NATIVE[a.model], pooling, a.split)
+        s = Split(a.protocol, models_of(a), pooling, a.split)
         say(f"{a.model}@{a.size or NATIVE[a.model]}:{pooling}: {fmt(s.score())}; "
             f"+ rerank: {fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
 
@@ -106,7 +108,7 @@ def cmd_rerank(a: argparse.Namespace) -> None:
     """The grid of `imgret evaluate --rerank` settings (DBA computed once per DBA value)."""
     from imgret.retrieval.rerank import database_augmentation, exact_knn, query_expansion
 
-    s = Split(a.protocol, a.model, a.size or NATIVE[a.model], a.pooling, a.split)
+    s = Split(a.protocol, models_of(a), a.pooling, a.split)
     say(f"no re-ranking: {fmt(s.score())}")
     for dba, alpha in itertools.product(a.dba, a.alpha):
         db = database_augmentation(s.db, dba, alpha)
@@ -119,15 +121,8 @@ def cmd_rerank(a: argparse.Namespace) -> None:
 def cmd_diffusion(a: argparse.Namespace) -> None:
     """Diffusion after the default DBA + alpha-QE: graph neighbours x candidates. With
     --models, of the models' embeddings side by side (each unit-norm, then the whole)."""
-    names = a.models or [a.model]
-    parts = [Split(a.protocol, m, a.size or NATIVE[m], a.pooling, a.split) for m in names]
-    s = parts[0]
-    if len(parts) > 1:
-        s.q = normalize(np.concatenate([p.q for p in parts], axis=1))
-        s.db = normalize(np.concatenate([p.db for p in parts], axis=1))
-        say(f"{' + '.join(names)}, side by side: {fmt(s.score())}")
-    else:
-        say(f"no re-ranking: {fmt(s.score())}")
+    s = Split(a.protocol, models_of(a), a.pooling, a.split)
+    say(f"{' + '.join(models_of(a))}, no re-ranking: {fmt(s.score())}")
     q, db = s.rerank(s.q, s.db)
     say(f"DBA + alpha-QE (--rerank): {fmt(s.score(q, db))}")
     for n, c in itertools.product(a.neighbors, a.candidates):
@@ -146,7 +141,7 @@ def _head(x: np.ndarray, labels: list[str], apply: list[np.ndarray], **cfg: Any)
 def cmd_pseudo(a: argparse.Namespace) -> None:
     from imgret.training.finetune import pseudo_labels
 
-    s = Split(a.protocol, a.model, a.size or NATIVE[a.model], a.pooling, a.split)
+    s = Split(a.protocol, models_of(a), a.pooling, a.split)
     say(f"base: {fmt(s.score())}; + rerank: {fmt(s.score(*s.rerank(s.q, s.db)))}")
     for k in a.clusters:
         labels = pseudo_labels(s.db, k, seed=0)
@@ -157,7 +152,7 @@ def cmd_pseudo(a: argparse.Namespace) -> None:
 
 
 def cmd_finetune_lr(a: argparse.Namespace) -> None:
-    s = Split(a.protocol, a.model, a.size or NATIVE[a.model], a.pooling, a.split)
+    s = Split(a.protocol, models_of(a), a.pooling, a.split)
     say(f"base: {fmt(s.score())}")
     order = np.random.default_rng(0).permutation(len(s.db))
     for frac in a.fractions:
@@ -173,14 +168,14 @@ def cmd_finetune_lr(a: argparse.Namespace) -> None:
 
 def cmd_size(a: argparse.Namespace) -> None:
     for size in a.sizes:
-        s = Split(a.protocol, a.model, size, a.pooling, a.split)
+        s = Split(a.protocol, {a.model: size}, a.pooling, a.split)
         say(f"{a.model}@{size}:{a.pooling}: {fmt(s.score())}; + rerank: "
             f"{fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
 
 
 def cmd_backbones(a: argparse.Namespace) -> None:
     for name in a.models:
-        s = Split(a.protocol, name, NATIVE[name], a.pooling, a.split)
+        s = Split(a.protocol, {name: NATIVE[name]}, a.pooling, a.split)
         say(f"{name}@{NATIVE[name]}:{a.pooling}: {fmt(s.score())}; + rerank: "
             f"{fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
 
@@ -190,16 +185,15 @@ def cmd_adapt(a: argparse.Namespace) -> None:
     point; the head never sees a query."""
     from dataclasses import replace
 
-    from bench.embeddings import view_embeddings
-    from imgret.training.adapt import AdaptConfig, train_adapt_head
+    from bench.embeddings import joined_views
+    from imgret.training.adapt import AdaptConfig, neighbour_table, train_adapt_head
 
-    size = a.size or NATIVE[a.model]
-    s = Split(a.protocol, a.model, size, a.pooling, a.split)
-    say(f"base {a.model}@{size}:{a.pooling}: {fmt(s.score())}; "
-        f"+ rerank: {fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
-    if max(a.use_views) > 0:
-        views = view_embeddings(a.protocol, f"{a.model}@{a.view_size}:{a.pooling}", a.views)
-        views = views[s.db_rows]
+    models = models_of(a)
+    s = Split(a.protocol, models, a.pooling, a.split)
+    say(f"base {' + '.join(f'{m}@{size}' for m, size in models.items())}:{a.pooling}: "
+        f"{fmt(s.score())}; + rerank: {fmt(s.score(*s.rerank(s.q, s.db)))}")  # fmt: skip
+    if max(a.use_views) > 0:  # GeM views, side by side as the models are
+        views = joined_views(a.protocol, list(models), a.view_size, a.views, s.db_rows)
     else:  # neighbours only: no view cache needed
         views = np.zeros((len(s.db), 0, s.db.shape[1]), np.float32)
     ok = ~np.isnan(views).any(axis=(1, 2))
@@ -207,16 +201,21 @@ def cmd_adapt(a: argparse.Namespace) -> None:
     for k, p_nn, t, steps, v in grid:
         cfg = replace(AdaptConfig(), neighbors=k, neighbor_p=p_nn, temperature=t, steps=steps,
                       batch_size=a.batch_size, hidden=a.hidden, lr=a.lr)  # fmt: skip
-        t0 = time.perf_counter()
-        head, losses = train_adapt_head(s.db[ok], views[ok][:, :v], cfg)
-        took = time.perf_counter() - t0
-        with torch.inference_mode():
-            hq = head(torch.from_numpy(s.q)).numpy()
-            hdb = head(torch.from_numpy(s.db)).numpy()
-        say(f"views {v} @{a.view_size}, K {k}, p {p_nn:g}, T {t:g}, {steps} steps, batch "
-            f"{a.batch_size}, hidden {a.hidden}, lr {a.lr:g} ({took:.0f} s, loss "
-            f"{np.mean(losses[-50:]):.3f}): {fmt(s.score(hq, hdb))}; + rerank: "
-            f"{fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
+        table = None
+        for r in range(a.rounds):  # rounds after the first: neighbours in the last head's space
+            t0 = time.perf_counter()
+            head, losses = train_adapt_head(s.db[ok], views[ok][:, :v], cfg, neighbours=table)
+            took = time.perf_counter() - t0
+            with torch.inference_mode():
+                hq = head(torch.from_numpy(s.q)).numpy()
+                hdb = head(torch.from_numpy(s.db)).numpy()
+            if k > 0:
+                table = neighbour_table(hdb[ok], k)
+            say(f"views {v} @{a.view_size}, K {k}, p {p_nn:g}, T {t:g}, {steps} steps"
+                f"{f', round {r + 1}' if a.rounds > 1 else ''}, batch {a.batch_size}, hidden "
+                f"{a.hidden}, lr {a.lr:g} ({took:.0f} s, loss {np.mean(losses[-50:]):.3f}): "
+                f"{fmt(s.score(hq, hdb))}; + rerank: "
+                f"{fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
 
 
 def cmd_default_rerank(a: argparse.Namespace) -> None:
@@ -277,11 +276,14 @@ def main() -> None:
             s.add_argument("--batch-size", type=int, default=512)
             s.add_argument("--hidden", type=int, default=1024)
             s.add_argument("--lr", type=float, default=1e-3)
+            s.add_argument("--rounds", type=int, default=1, help="retrain with neighbours "
+                           "found by the last head (1: neighbours of the base only)")  # fmt: skip
         if name == "backbones":
             s.add_argument("--models", nargs="*", default=list(NATIVE))
         if name == "diffusion":
             s.add_argument("--neighbors", type=int, nargs="*", default=[20, 50, 100])
             s.add_argument("--candidates", type=int, nargs="*", default=[100, 300, 1000])
+        if name in ("diffusion", "adapt"):
             s.add_argument("--models", nargs="*", help="several: embeddings side by side")
     p.add_argument("--threads", type=int, default=1, help="torch and FAISS threads")
     a = p.parse_args()

@@ -21,6 +21,7 @@ from imgret.training.adapt import (
     info_nce,
     neighbour_table,
     train_adapt_head,
+    view_ref,
 )
 from imgret.training.views import ViewConfig, embed_views
 
@@ -86,6 +87,31 @@ def test_head_learns_what_views_and_neighbours_share(one_thread: None) -> None:
         train_adapt_head(clean[:1], views[:1], cfg)
 
 
+def test_head_takes_its_pseudo_positives_from_a_given_table(one_thread: None) -> None:
+    """`neighbours` replaces the table of nearest rows in `clean`: given that same table, the
+    same head; given a table of rows of the same cluster, a better one than from rows of
+    other clusters."""
+    rng = np.random.default_rng(1)
+    clean, views, y = _clusters(rng, 60, 2)
+    cfg = AdaptConfig(steps=60, batch_size=64, hidden=32, neighbors=5, neighbor_p=1.0)
+    default, _ = train_adapt_head(clean, views, cfg)
+    given, _ = train_adapt_head(clean, views, cfg, neighbours=neighbour_table(clean, 5))
+    for p, q in zip(default.parameters(), given.parameters(), strict=True):
+        assert torch.equal(p, q)
+    order = np.argsort(y, kind="stable")  # rows grouped by cluster, 60 per cluster
+    same = np.empty((len(y), 5), np.int64)
+    other = np.empty((len(y), 5), np.int64)
+    for i in range(len(y)):
+        same[i] = rng.choice(order[y[order] == y[i]], 5)
+        other[i] = rng.choice(order[y[order] != y[i]], 5)
+    scores = {}
+    for name, table in (("same", same), ("other", other)):
+        head, _ = train_adapt_head(clean, views, cfg, neighbours=table)
+        with torch.inference_mode():
+            scores[name] = _precision_at_5(head(torch.from_numpy(clean)).numpy(), y)
+    assert scores["same"] > scores["other"] + 0.03, scores
+
+
 def test_views_are_cached_and_reused(image_folder: Path, tmp_path: Path) -> None:
     model = registry.load(make_tiny_model(tmp_path / "tiny"))
     source = open_source(image_folder)
@@ -138,3 +164,26 @@ def test_adapt_cli(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["evaluate", str(out), str(image_folder)]) == 2  # a clear error, no traceback
     assert "head.safetensors is missing" in capsys.readouterr().err
     assert main(["adapt", str(base), str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def testview_ref_shrinks_every_pretrained_part(tmp_path: Path) -> None:
+    assert view_ref("efficientnet-lite2", 160) == "efficientnet-lite2@160:gem"
+    assert view_ref("efficientnet-lite0@224:avg", None) == "efficientnet-lite0@224:avg"
+    assert view_ref("efficientnet-lite0+efficientnet-lite2:avg", 128) == (
+        "efficientnet-lite0@128:gem+efficientnet-lite2@128:avg"
+    )
+    folder = make_tiny_model(tmp_path / "tiny")
+    assert view_ref(str(folder), 160) == str(folder)  # a trained model embeds views as it is
+
+
+def test_adapt_on_models_side_by_side(image_folder: Path, tmp_path: Path) -> None:
+    """Views of a side-by-side base go through every part at the view side; the adapted model
+    keeps the base's width and, built on pretrained backbones, re-ranks by default."""
+    base = "efficientnet-lite0@160+efficientnet-lite0@192:avg"
+    cfg = AdaptConfig(views=ViewConfig(views=1), view_size=128, steps=3, batch_size=8, hidden=16)
+    adapt(base, image_folder, tmp_path / "a", config=cfg, progress=False)
+    doc = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert doc["view_ref"] == "efficientnet-lite0@128:gem+efficientnet-lite0@128:avg"
+    assert doc["base"]["ref"] == "efficientnet-lite0@160:gem+efficientnet-lite0@192:avg"
+    assert registry.load(tmp_path / "a").embedding_dim == 2560
+    assert registry.built_on_pretrained(tmp_path / "a")

@@ -21,13 +21,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "FOLDER --model OUT`.",
     )
     p.add_argument("model", help="base model: efficientnet-lite0[@SIZE][:POOLING] (or -lite1, "
-                   "-lite2), or a model folder")  # fmt: skip
+                   "-lite2; several joined by +, side by side), or a model folder")  # fmt: skip
     p.add_argument("folder", help="folder of images, or a benchmark's database images "
                    "(e.g. cifar10:database)")  # fmt: skip
     p.add_argument("--out", "-o", default="model-adapted", help="output folder")
     p.add_argument("--views", type=int, help="augmented views per image (default: 4)")
     p.add_argument("--view-size", type=int, help="input side of the views, pretrained models "
-                   "only (default: 160; 0 = the model's own)")  # fmt: skip
+                   "only, every part of models side by side (default: 160; 0 = the model's "
+                   "own)")  # fmt: skip
     p.add_argument("--neighbors", type=int, help="nearest neighbours used as positives "
                    "(default: 5; 0 = views of the same image only)")  # fmt: skip
     p.add_argument("--temperature", type=float, help="contrastive temperature (default: 0.1)")

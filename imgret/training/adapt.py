@@ -31,10 +31,14 @@ from ..data.benchmarks import open_training_source
 from ..models import registry
 from ..models.adapted import AdaptHead, save_adapted
 from ..models.backend import InferenceSettings, load_for_inference
+from ..models.base import SEPARATOR
 from ..models.embed import embed_source
 from .views import ViewConfig, embed_views
 
-__all__ = ["AdaptConfig", "AdaptResult", "train_adapt_head", "adapt", "neighbour_table", "info_nce"]
+__all__ = [
+    "AdaptConfig", "AdaptResult", "train_adapt_head", "adapt", "neighbour_table", "info_nce",
+    "view_ref",
+]  # fmt: skip
 
 Log = Callable[[str], None]
 
@@ -91,12 +95,19 @@ def neighbour_table(embeddings: np.ndarray, k: int) -> np.ndarray:
 
 
 def train_adapt_head(
-    clean: np.ndarray, views: np.ndarray, config: AdaptConfig, *, log: Log | None = None
+    clean: np.ndarray,
+    views: np.ndarray,
+    config: AdaptConfig,
+    *,
+    neighbours: np.ndarray | None = None,
+    log: Log | None = None,
 ) -> tuple[AdaptHead, list[float]]:
     """Train a head on frozen embeddings without labels -> (head in eval mode, loss per step).
 
     clean : (n, dim) embeddings of the images as they are (also the kNN space)
     views : (n, v, dim) embeddings of v augmented views of each image
+    neighbours : (n, K) int64 rows, each image's candidate pseudo-positives (by default its
+        `config.neighbors` nearest in `clean`: neighbour_table)
     An anchor is a random view (or the image itself), its positive another view of the same
     image, or with probability `neighbor_p` a view of one of its `neighbors` nearest images.
     """
@@ -110,7 +121,8 @@ def train_adapt_head(
     slots = bank.shape[1]
     nbrs = None
     if config.neighbors > 0 and config.neighbor_p > 0:
-        nbrs = torch.from_numpy(neighbour_table(clean, config.neighbors))
+        table = neighbour_table(clean, config.neighbors) if neighbours is None else neighbours
+        nbrs = torch.from_numpy(table)
     head = AdaptHead(dim, config.hidden)
     opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, n)
@@ -139,13 +151,16 @@ def train_adapt_head(
     return head.eval(), losses
 
 
-def _view_ref(base_ref: str, view_size: int | None) -> str:
-    """The reference that embeds the views: the base at `view_size` when it is pretrained."""
-    parsed = registry.parse_pretrained(base_ref)
-    if parsed is None or view_size is None:
+def view_ref(base_ref: str, view_size: int | None) -> str:
+    """The reference that embeds the views: the base at `view_size` when it is pretrained (a
+    name, or names side by side: each part at `view_size`); other bases as they are."""
+    parts = registry.parse_side_by_side(base_ref)
+    if parts is None:
+        one = registry.parse_pretrained(base_ref)
+        parts = None if one is None else [one]
+    if parts is None or view_size is None:
         return base_ref
-    name, _, pooling = parsed
-    return f"{name}@{view_size}:{pooling}"
+    return SEPARATOR.join(f"{name}@{view_size}:{pooling}" for name, _, pooling in parts)
 
 
 def adapt(
@@ -174,10 +189,10 @@ def adapt(
         raise UserError(f"{source.name}: adaptation needs at least 2 readable images")
     seconds["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    view_ref = _view_ref(base_ref, config.view_size)
-    viewer = base if view_ref == base_ref else load_for_inference(view_ref, inference)
+    views_by = view_ref(base_ref, config.view_size)
+    viewer = base if views_by == base_ref else load_for_inference(views_by, inference)
     kept = source.subset(emb.positions)
-    facts = registry.describe(view_ref, viewer)
+    facts = registry.describe(views_by, viewer)
     views = embed_views(viewer, kept, config.views, cache=out / "views", model_facts=facts,
                         progress=progress, log=log)  # fmt: skip
     seconds["views"] = time.perf_counter() - t0
@@ -188,7 +203,7 @@ def adapt(
     seconds["train"] = time.perf_counter() - t0
     save_adapted(head, out, {
         "base": registry.describe(base_ref, base), "dim": int(emb.embeddings.shape[1]),
-        "adapt": asdict(config), "view_ref": registry.canonical_ref(view_ref),
+        "adapt": asdict(config), "view_ref": registry.canonical_ref(views_by),
         "images": int(ok.sum()), "source": source.name,
         "final_loss": float(np.mean(losses[-50:])), "seconds": seconds,
     })  # fmt: skip
