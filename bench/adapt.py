@@ -67,7 +67,7 @@ def render(protocol: str, models: dict[str, int], r: dict[str, Any], command: st
         f"## Label-free adaptation on the `{protocol}` test queries (bench/adapt.py)",
         "",
         f"Command: `{command}`; ran {r['seconds'] / 60:.0f} min on 2 CPUs shared with other jobs "
-        f"(load average at the start {r['load']:.1f}), {torch.get_num_threads()} torch threads. "
+        f"(load average at the start {r['load']:.1f}), {r['threads']} torch and FAISS thread(s). "
         f"Base: {name} (GeM{', side by side' if len(models) > 1 else ''}). The head of "
         f"`imgret adapt` with its defaults ({cfg['views']['views']} views at "
         f"{cfg['view_size']} px, {cfg['neighbors']} nearest neighbours as positives with "
@@ -107,10 +107,10 @@ def main() -> None:
     models = {m: MODELS[m] for m in a.models}
     t0, load = time.perf_counter(), os.getloadavg()[0]
     r = adapted_quality(a.protocol, models)
-    r.update(seconds=time.perf_counter() - t0, load=load)
+    r.update(seconds=time.perf_counter() - t0, load=load, threads=a.threads)
     command = f"python -m bench.adapt {a.protocol}" + (
         "" if a.models == ["efficientnet-lite0"] else " --models " + " ".join(a.models)
-    )
+    ) + ("" if a.threads == 2 else f" --threads {a.threads}")
     name = f"adapt-{a.protocol}" + (
         "" if a.models == ["efficientnet-lite0"] else "-" + "-".join(m[-5:] for m in a.models)
     )

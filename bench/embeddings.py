@@ -136,6 +136,7 @@ def view_embeddings(
     from imgret.models.backend import InferenceSettings, load_for_inference
     from imgret.training.views import ViewConfig, embed_views
 
+    before = torch.get_num_threads()  # loading the model sets the shared pool: restored below
     model = load_for_inference(ref, InferenceSettings(backend="onnx", threads=threads))
     cache = WORK / dataset / f"views-{registry.canonical_ref(ref)}-v{views}-s{seed}"
     t0 = time.perf_counter()
@@ -143,6 +144,7 @@ def view_embeddings(
     out = embed_views(model, dataset_source(dataset), ViewConfig(views=views, seed=seed),
                       cache=cache, model_facts=facts, log=log)  # fmt: skip
     log(f"  {dataset} views of {ref}: {time.perf_counter() - t0:.0f} s")
+    torch.set_num_threads(before)
     return out
 
 
