@@ -46,8 +46,10 @@ def adapted_quality(protocol: str, models: dict[str, int]) -> dict[str, Any]:
     ql, dbl = s.ql.tolist(), s.dbl.tolist()
     views = joined_views(protocol, list(models), cfg.view_size or 0, cfg.views.views, s.db_rows)
     ok = ~np.isnan(views).any(axis=(1, 2))
+    if not ok.all():  # undecodable images (NaN views) stay out of training
+        views = views[ok]
     t0 = time.perf_counter()
-    head, losses = train_adapt_head(s.db[ok], views[ok], cfg, log=print)
+    head, losses = train_adapt_head(s.db[ok], views, cfg, log=print)
     train_s = time.perf_counter() - t0
     with torch.inference_mode():
         hq, hdb = head(torch.from_numpy(s.q)).numpy(), head(torch.from_numpy(s.db)).numpy()
