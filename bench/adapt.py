@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.backbones import MODELS, three_ways
+from bench.backbones import METRIC, MODELS, three_ways
 from bench.embeddings import cached_split, joined_views
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ def adapted_quality(protocol: str, models: dict[str, int]) -> dict[str, Any]:
 
 
 def render(protocol: str, models: dict[str, int], r: dict[str, Any], command: str) -> str:
-    metric = "mAP@all" if protocol == "caltech101" else "mAP@1000"
+    metric = METRIC[protocol]
     name = " + ".join(f"`{m}@{size}`" for m, size in models.items())
     cfg = r["config"]
     lines = [
