@@ -210,7 +210,12 @@ def test_a_sharded_index_build_equals_one_build(
             faiss.extract_index_ivf(index).nprobe = 8
     d_one, i_one = one.search(x[:100], 10)
     d_sharded, i_sharded = sharded.search(x[:100], 10)
-    assert np.array_equal(i_one, i_sharded) and np.array_equal(d_one, d_sharded)
+    assert np.array_equal(i_one, i_sharded)
+    # faiss-cpu 1.15.1's IVF scalar quantizer encodes a vector slightly differently by the batch
+    # it is added in (the same 2,000 rows added at once or in 450s, no Ray: distances up to
+    # 6.2e-4 apart); the other kinds give the same bits either way
+    tol = 2e-3 if kind == "ivfsq" else 0.0
+    np.testing.assert_allclose(d_sharded, d_one, rtol=0, atol=tol)
     assert set(i_one.ravel().tolist()) <= set(rows.tolist())
 
 
