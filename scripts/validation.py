@@ -16,6 +16,8 @@ command says `--split`; test queries are never used here.
     python scripts/validation.py diffusion caltech101               # after DBA + alpha-QE
     python scripts/validation.py default-rerank fashion-mnist:val:small digits  # imgret evaluate,
                                                     # --no-rerank against its default
+    python scripts/validation.py model-rerank fashion-mnist:val --model DIR  # any model: plain,
+                                                    # --rerank, --rerank --diffusion N
 
 Each command's output is kept in bench/results/validation.json and rendered into
 bench/results/validation.md (a section of BENCHMARKS.md), with the command that printed it.
@@ -235,18 +237,48 @@ def cmd_default_rerank(a: argparse.Namespace) -> None:
             f"default ({how}) {fmt({m: default.overall[m] for m in shown})}")  # fmt: skip
 
 
+def cmd_model_rerank(a: argparse.Namespace) -> None:
+    """Any model (a trained folder too), embedded once: exact search, then `--rerank` for each
+    --dba x --qe x --alpha (the defaults: imgret's), each also with `--diffusion N`."""
+    from imgret.evaluation.evaluate import embed_split, open_benchmark
+
+    for name in a.benchmarks:
+        if ":val" not in name and name != "digits":  # never the test queries
+            raise SystemExit(f"{name}: validation splits (NAME:val...) or digits only")
+        bench = open_benchmark(name)
+        e = embed_split(a.model, bench, progress=False)
+        labels = list(e.query_labels), list(e.database_labels)
+        plain = protocol_scores(bench, e.queries, labels[0], e.database, labels[1],
+                                exclude=e.exclude)  # fmt: skip
+        say(f"{name}, {a.model}, {len(e.database):,} images: no re-ranking: {fmt(plain)}")
+        for dba, qe, alpha in itertools.product(a.dba, a.qe, a.alpha):
+            cfg = RerankConfig(dba_neighbors=dba, qe_neighbors=qe, alpha=alpha)
+            q, db = rerank_split(e.queries, e.database, cfg, exclude=e.exclude)
+            for n in [0, *a.diffusion]:
+                figures = protocol_scores(bench, q, labels[0], db, labels[1],
+                                          exclude=e.exclude, diffusion=n)  # fmt: skip
+                say(f"  --rerank --dba {dba} --qe {qe} --alpha {alpha:g}"
+                    f"{f' --diffusion {n}' if n else ''}: {fmt(figures)}")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     cmds = {"pooling": cmd_pooling, "rerank": cmd_rerank, "pseudo": cmd_pseudo,
             "finetune-lr": cmd_finetune_lr, "size": cmd_size, "backbones": cmd_backbones,
             "adapt": cmd_adapt, "diffusion": cmd_diffusion,
-            "default-rerank": cmd_default_rerank}  # fmt: skip
+            "default-rerank": cmd_default_rerank, "model-rerank": cmd_model_rerank}  # fmt: skip
     for name in cmds:
         s = sub.add_parser(name)
-        if name == "default-rerank":
+        if name in ("default-rerank", "model-rerank"):
             s.add_argument("benchmarks", nargs="+", help="e.g. fashion-mnist:val:small digits")
             s.add_argument("--model", default="efficientnet-lite0")
+            if name == "model-rerank":
+                d = RerankConfig()
+                s.add_argument("--dba", type=int, nargs="*", default=[d.dba_neighbors])
+                s.add_argument("--qe", type=int, nargs="*", default=[d.qe_neighbors])
+                s.add_argument("--alpha", type=float, nargs="*", default=[d.alpha])
+                s.add_argument("--diffusion", type=int, nargs="*", default=[])
             continue
         s.add_argument("protocol", choices=("cifar10", "caltech101"))
         s.add_argument("--model", default="efficientnet-lite0")

@@ -72,6 +72,7 @@ def test_training_keeps_best_epoch_and_is_deterministic(image_folder: Path, tmp_
     doc = json.loads((tmp_path / "a" / "model.json").read_text())
     assert doc["best_epoch"] == a.best_epoch and doc["model"]["embedding_dim"] == 32
     assert doc["train"]["seed"] == 1
+    assert doc["train_images"] == 24  # the decoded images, the 3 broken files left out
 
 
 def test_interrupted_training_resumes(image_folder: Path, tmp_path: Path) -> None:

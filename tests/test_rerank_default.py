@@ -1,8 +1,10 @@
-"""Re-ranking on by default for a model built on a pretrained backbone (issue 13): the rule,
-the CLI's --rerank / --no-rerank, `search`, `evaluate` and the web app."""
+"""Re-ranking on by default for a model built on a pretrained backbone or trained on a large
+collection (issue 13): the rule, the CLI's --rerank / --no-rerank, `search`, `evaluate` and
+the web app."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -14,9 +16,9 @@ from imgret.cli import build_parser, main
 from imgret.cli.options import rerank_config
 from imgret.core.errors import UserError
 from imgret.jobs.search import search
-from imgret.models.registry import built_on_pretrained
+from imgret.models.registry import built_on_pretrained, trained_images
 from imgret.retrieval.queries import search_items
-from imgret.retrieval.rerank import AUTO, RerankConfig, chosen_rerank
+from imgret.retrieval.rerank import AUTO, RERANK_TRAINED_IMAGES, RerankConfig, chosen_rerank
 from imgret.retrieval.searcher import Searcher
 from imgret.store.opening import create_collection, open_collection
 
@@ -62,6 +64,36 @@ def test_chosen_rerank() -> None:
     assert chosen_rerank(None, PRETRAINED, "exact") is None
     mine = RerankConfig(qe_neighbors=3)
     assert chosen_rerank(mine, "pixels", "cluster") is mine  # what is asked is done
+
+
+def test_models_trained_on_large_collections_rerank_by_default(tmp_path: Path) -> None:
+    def trained(name: str, images: int | None) -> Path:
+        folder = make_tiny_model(tmp_path / name)
+        doc = json.loads((folder / "model.json").read_text())
+        if images is not None:
+            doc["train_images"] = images
+        (folder / "model.json").write_text(json.dumps(doc))
+        return folder
+
+    large = trained("large", RERANK_TRAINED_IMAGES)
+    small = trained("small", RERANK_TRAINED_IMAGES - 1)
+    older = trained("older", None)  # written before the count was recorded
+    assert [trained_images(m) for m in (large, small, older, PRETRAINED, "pixels")] == [
+        RERANK_TRAINED_IMAGES, RERANK_TRAINED_IMAGES - 1, 0, 0, 0]  # fmt: skip
+    assert chosen_rerank(AUTO, large, "exact") == RerankConfig()
+    assert chosen_rerank(AUTO, str(large), "index") == RerankConfig()
+    assert chosen_rerank(AUTO, large, "cluster") is None
+    for m in (small, older):
+        assert chosen_rerank(AUTO, m, "exact") is None
+    derived = _derived(tmp_path / "w", str(large))  # e.g. whitened: its base's count
+    assert trained_images(derived) == RERANK_TRAINED_IMAGES
+    assert chosen_rerank(AUTO, derived, "exact") == RerankConfig()
+    assert chosen_rerank(None, large, "exact") is None
+    # the CLI spells the threshold out (it does not import the re-ranking module to start)
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("search", "evaluate"):
+        text = " ".join(sub.choices[command].format_help().split())
+        assert f"trained on at least {RERANK_TRAINED_IMAGES:,} images" in text, command
 
 
 def test_rerank_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,7 +169,7 @@ def test_evaluate_cli_says_when_it_reranks_by_default(
     assert "re-ranked" not in capsys.readouterr().out
     monkeypatch.setattr(registry, "built_on_pretrained", lambda ref: True)
     assert main(["evaluate", str(model), str(image_folder), "--no-per-class"]) == 0
-    assert "the default for a pretrained model, --no-rerank: off" in capsys.readouterr().out
+    assert "the default for this model, --no-rerank: off" in capsys.readouterr().out
     assert main(["evaluate", str(model), str(image_folder), "--mode", "cluster",
                  "--clusters", "3", "--no-per-class"]) == 0  # fmt: skip
     assert "re-ranked" not in capsys.readouterr().out

@@ -33,7 +33,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "side, e.g. efficientnet-lite0+efficientnet-lite1+efficientnet-lite2), or a baseline: "
         "`pixels` (raw pixels) or `pca-N` (raw pixels on "
         "their first N principal components, fitted on the database). A model built on a "
-        "pretrained backbone is re-ranked in exact mode unless --no-rerank is given (as "
+        "pretrained backbone or trained on at least 5,000 images is re-ranked in exact mode "
+        "unless --no-rerank is given (as "
         "`imgret search` does); --rerank re-ranks any model: database-side augmentation of the "
         "whole database, then alpha query expansion of each query (in cluster mode, KMeans runs "
         "on the augmented database).",
@@ -89,7 +90,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
             where += (f", re-ranked (DBA {r['dba_neighbors']}, alpha-QE {r['qe_neighbors']}, "
                       f"alpha {r['alpha']:g}"
                       + (f", diffusion {diffusion}" if diffusion else "")
-                      + ("; the default for a pretrained model, --no-rerank: off"
+                      + ("; the default for this model, --no-rerank: off"
                          if r.get("by_default") else "") + ")")  # fmt: skip
         print(f"{ev.benchmark}: {ev.n_queries:,} queries, {ev.n_database:,} database images; "
               f"model {ev.model}, {ev.mode} search{where}")  # fmt: skip

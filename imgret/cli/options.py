@@ -93,9 +93,9 @@ def add_rerank_options(p: argparse.ArgumentParser) -> None:
         const=True,
         help="re-rank: each database image becomes the weighted mean of its --dba nearest "
         "neighbours, each query the weighted mean of itself and its --qe nearest (augmented) "
-        "images (default: on for a model built on a pretrained backbone, such as "
-        "efficientnet-lite0, in index or exact mode; off for a trained autoencoder; any of the "
-        "options below switches it on)",
+        "images (default: on in index or exact mode for a model built on a pretrained "
+        "backbone, such as efficientnet-lite0, or trained on at least 5,000 images; off for "
+        "one trained on fewer; any of the options below switches it on)",
     )
     on_off.add_argument("--no-rerank", dest="rerank", action="store_const", const=False,
                         help="do not re-rank, whatever the model")  # fmt: skip

@@ -21,7 +21,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "only inside the query's cluster (--mode cluster). A folder query searches with every "
         "image in it, in batches. Re-ranking (of each query's top 100 candidates, without "
         "labels; index and exact modes) is on for a collection whose model is built on a "
-        "pretrained backbone and off otherwise; --rerank and --no-rerank choose.",
+        "pretrained backbone or trained on at least 5,000 images, and off otherwise; "
+        "--rerank and --no-rerank choose.",
     )
     p.add_argument("collection", help="collection folder")
     p.add_argument(

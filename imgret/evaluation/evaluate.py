@@ -341,7 +341,8 @@ def evaluate(
     K = 2..20) and searches only inside each query's cluster. `rerank` re-ranks the
     embeddings first (`rerank_split`; in cluster mode, KMeans then runs on the augmented
     database); None: not; AUTO: as a search would by default (imgret.retrieval.rerank.
-    chosen_rerank: on in exact mode for a model built on a pretrained backbone).
+    chosen_rerank: on in exact mode for a model built on a pretrained backbone or trained on a
+    large collection).
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")

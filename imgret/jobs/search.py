@@ -13,7 +13,7 @@ from ..models import registry
 from ..models.backend import InferenceSettings, load_for_inference
 from ..retrieval.duplicates import DuplicatePair, find_duplicates
 from ..retrieval.queries import search_files, search_folder, search_items
-from ..retrieval.rerank import AUTO, RerankChoice, chosen_rerank
+from ..retrieval.rerank import AUTO, RERANK_TRAINED_IMAGES, RerankChoice, chosen_rerank
 from ..retrieval.results import QueryResult, resolve_items
 from ..retrieval.searcher import Searcher
 from ..store.collection import Collection
@@ -57,7 +57,8 @@ def search(
     of the collection (key, path or id) and their stored embeddings are used; each is left out
     of its own results. `rerank` (imgret.retrieval.rerank.RerankConfig) re-ranks each query's top
     candidates without labels (DBA + alpha-QE; modes index and exact); None: not; AUTO (the
-    default): when the collection's model is built on a pretrained backbone (`chosen_rerank`).
+    default): when the collection's model is built on a pretrained backbone or trained on a
+    large collection (`chosen_rerank`).
     `inference`: how the query images are embedded (imgret.models.backend; default: auto).
     """
     if not queries:
@@ -67,7 +68,8 @@ def search(
     rerank = chosen_rerank(rerank, coll.model["ref"], mode, coll.metric)
     if by_default and rerank is not None:
         log("re-ranking each query's top candidates (DBA + alpha-QE), the default for a model "
-            "built on a pretrained backbone; --no-rerank turns it off")  # fmt: skip
+            f"built on a pretrained backbone or trained on at least {RERANK_TRAINED_IMAGES:,} "
+            "images; --no-rerank turns it off")  # fmt: skip
     coll.map_index()  # only searched: a flat index's vectors stay in its file
     searcher = Searcher(coll, log=log)
     if in_collection:

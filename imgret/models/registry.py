@@ -28,7 +28,7 @@ from .base import SEPARATOR, Embedder
 
 __all__ = [
     "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "parse_side_by_side",
-    "read_model_doc", "built_on_pretrained",
+    "read_model_doc", "built_on_pretrained", "trained_images",
     "PRETRAINED_NAMES", "DEFAULT_SIZES", "SEPARATOR",
 ]  # fmt: skip
 
@@ -233,23 +233,44 @@ def _base_ref(path: Path) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
+def _chain_root(ref: str | Path) -> tuple[str, bool] | None:
+    """(the ref at the start of a model's chain of base models, whether it is a pretrained
+    name); the ref itself when not derived; None for a loop of bases or a malformed name."""
+    ref_s = str(ref)
+    for _ in range(_MAX_DEPTH):
+        try:
+            if parse_side_by_side(ref_s) is not None or parse_pretrained(ref_s) is not None:
+                return ref_s, True
+        except UserError:
+            return None
+        base = _base_ref(Path(ref_s).expanduser())
+        if base is None:
+            return ref_s, False
+        ref_s = base
+    return None
+
+
 def built_on_pretrained(ref: str | Path) -> bool:
     """Whether a model is a pretrained backbone (by name, or several side by side) or derived
     from one (a fine-tuned, whitened or adapted model whose chain of base models starts at
     one). False for trained autoencoders, baselines (`pixels`, `pca-N`) and unreadable folders.
     """
-    ref_s = str(ref)
-    for _ in range(_MAX_DEPTH):
-        try:
-            if parse_side_by_side(ref_s) is not None or parse_pretrained(ref_s) is not None:
-                return True
-        except UserError:
-            return False
-        base = _base_ref(Path(ref_s).expanduser())
-        if base is None:
-            return False
-        ref_s = base
-    return False
+    root = _chain_root(ref)
+    return root is not None and root[1]
+
+
+def trained_images(ref: str | Path) -> int:
+    """How many images the model at the start of `ref`'s chain of base models was trained on
+    (`imgret train` records it in model.json as `train_images`); 0 for pretrained names,
+    baselines, unreadable folders and model files written before it was recorded."""
+    root = _chain_root(ref)
+    if root is None or root[1]:
+        return 0
+    try:
+        count = read_model_doc(Path(root[0]).expanduser()).get("train_images", 0)
+    except UserError:
+        return 0
+    return count if isinstance(count, int) else 0
 
 
 def describe(ref: str | Path, embedder: Embedder) -> dict[str, Any]:

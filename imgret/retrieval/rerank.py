@@ -23,9 +23,11 @@ max(k, RERANK_CANDIDATES) candidates their DBA embedding from their own nearest 
 imgret.retrieval.searcher calls it with its own search.
 
 By default (`AUTO`, `chosen_rerank`) a search or evaluation re-ranks when its model is built on
-a pretrained backbone: chosen on validation queries, where `RerankConfig()` raised the
-pretrained model's mAP on every set measured (BENCHMARKS.md, "Settings chosen on validation
-queries"), while for autoencoders trained on the collection it helped some and hurt others.
+a pretrained backbone, or trained on a large collection (RERANK_TRAINED_IMAGES): chosen on
+validation queries, where `RerankConfig()` raised the pretrained model's mAP on every set
+measured and the trained models' on the large sets (BENCHMARKS.md, "Settings chosen on
+validation queries"), while for models trained on small collections it helped some and hurt
+others.
 """
 
 from __future__ import annotations
@@ -43,11 +45,15 @@ from .diffusion import diffusion_order
 __all__ = [
     "RerankConfig", "exact_knn", "database_augmentation", "query_expansion",
     "rerank_candidates", "RERANK_CANDIDATES", "DIFFUSION_CANDIDATES", "diffuse_ranking",
-    "AUTO", "RerankChoice", "chosen_rerank",
+    "AUTO", "RerankChoice", "chosen_rerank", "RERANK_TRAINED_IMAGES",
 ]  # fmt: skip
 
 RERANK_CANDIDATES = 100  # candidates per query that re-ranking re-scores (at least k)
 DIFFUSION_CANDIDATES = 300  # candidates diffusion re-orders (chosen on validation queries)
+# A model trained on the collection re-ranks by default from this many training images: on the
+# 7,869-, 58,000- and 60,000-image validation sets it raised mAP (README, "Re-ranking"); on
+# 1,000- to 1,797-image collections it helped some and hurt others, so small ones stay off.
+RERANK_TRAINED_IMAGES = 5_000
 RERANK_BLOCK = 256  # queries re-ranked at once: bounds the candidate embeddings in memory
 
 # (queries (m, dim), k) -> (similarities (m, k), ids (m, k)), best first, id -1 = none
@@ -73,16 +79,18 @@ def chosen_rerank(
     choice: RerankChoice, model: str | Path, mode: str, metric: str = "cosine"
 ) -> RerankConfig | None:
     """The re-ranking a search or evaluation runs: `choice` itself, or for AUTO the default,
-    `RerankConfig()` for a model built on a pretrained backbone
-    (imgret.models.registry.built_on_pretrained) in index or exact mode of a cosine set, and
-    None (off) otherwise."""
+    `RerankConfig()` in index or exact mode of a cosine set for a model built on a pretrained
+    backbone (imgret.models.registry.built_on_pretrained) or trained on at least
+    RERANK_TRAINED_IMAGES images (imgret.models.registry.trained_images), and None (off)
+    otherwise."""
     if choice != AUTO:
         return choice  # type: ignore[return-value]
     if mode == "cluster" or metric != "cosine":
         return None
-    from ..models.registry import built_on_pretrained
+    from ..models.registry import built_on_pretrained, trained_images
 
-    return RerankConfig() if built_on_pretrained(model) else None
+    on = built_on_pretrained(model) or trained_images(model) >= RERANK_TRAINED_IMAGES
+    return RerankConfig() if on else None
 
 
 def exact_knn(database: np.ndarray) -> KnnFn:

@@ -294,7 +294,9 @@ def train_autoencoder(
             start_epoch = len(history) + 1
             log(f"resuming {out} after epoch {len(history)}")
 
-    meta = {"train": asdict(cfg), "source": source.name}
+    # train_images: the collection's size, which decides whether its searches re-rank by
+    # default (imgret.retrieval.rerank.chosen_rerank)
+    meta = {"train": asdict(cfg), "source": source.name, "train_images": len(images)}
     n_train_batches = math.ceil(len(train_images) / cfg.batch)
     n_val_batches = math.ceil(len(val_images) / cfg.batch)
     stale = len(history) - best_epoch if history else 0

@@ -80,7 +80,8 @@ def add_api(app: FastAPI, service: CollectionService, config: WebConfig) -> None
         """Rank the collection for an uploaded image: with its FAISS index (`index`), every
         image (`exact`), or inside the query's cluster (`cluster`); `rerank`: label-free
         re-ranking (DBA + alpha query expansion; index and exact mode; by default on for a
-        model built on a pretrained backbone, see /api/info); `label`, `folder`: rank only
+        model built on a pretrained backbone or trained on a large collection, see
+        /api/info); `label`, `folder`: rank only
         those images."""
         data = await file.read(config.max_upload_bytes + 1)
         name = Path(file.filename or "upload").name
