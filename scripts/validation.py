@@ -220,15 +220,21 @@ def cmd_adapt(a: argparse.Namespace) -> None:
                 f"{fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
 
 
+def validation_sets(names: list[str]) -> list[str]:
+    """`names` when each is a validation split (NAME:val...) or digits: never test queries."""
+    for name in names:
+        if ":val" not in name and name != "digits":
+            raise SystemExit(f"{name}: validation splits (NAME:val...) or digits only")
+    return names
+
+
 def cmd_default_rerank(a: argparse.Namespace) -> None:
     """`imgret evaluate MODEL BENCHMARK --no-rerank` against `imgret evaluate MODEL BENCHMARK`
     (its default: re-ranked when MODEL is built on a pretrained backbone), embedding in full;
     for benchmarks without cached embeddings (fashion-mnist, digits, the :val:small sets)."""
     from imgret.evaluation.evaluate import evaluate
 
-    for bench in a.benchmarks:
-        if ":val" not in bench and bench != "digits":  # never the test queries
-            raise SystemExit(f"{bench}: validation splits (NAME:val...) or digits only")
+    for bench in validation_sets(a.benchmarks):
         plain = evaluate(a.model, bench, rerank=None, progress=False, log=lambda s: None)
         default = evaluate(a.model, bench, progress=False, log=lambda s: None)
         how = "re-ranked" if "rerank" in default.settings else "not re-ranked"
@@ -242,9 +248,7 @@ def cmd_model_rerank(a: argparse.Namespace) -> None:
     --dba x --qe x --alpha (the defaults: imgret's), each also with `--diffusion N`."""
     from imgret.evaluation.evaluate import embed_split, open_benchmark
 
-    for name in a.benchmarks:
-        if ":val" not in name and name != "digits":  # never the test queries
-            raise SystemExit(f"{name}: validation splits (NAME:val...) or digits only")
+    for name in validation_sets(a.benchmarks):
         bench = open_benchmark(name)
         e = embed_split(a.model, bench, progress=False)
         labels = list(e.query_labels), list(e.database_labels)
