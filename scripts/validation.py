@@ -230,7 +230,8 @@ def validation_sets(names: list[str]) -> list[str]:
 
 def cmd_default_rerank(a: argparse.Namespace) -> None:
     """`imgret evaluate MODEL BENCHMARK --no-rerank` against `imgret evaluate MODEL BENCHMARK`
-    (its default: re-ranked when MODEL is built on a pretrained backbone), embedding in full;
+    (its default: re-ranked when MODEL is built on a pretrained backbone or trained on at least
+    RERANK_TRAINED_IMAGES images), embedding in full;
     for benchmarks without cached embeddings (fashion-mnist, digits, the :val:small sets)."""
     from imgret.evaluation.evaluate import evaluate
 
