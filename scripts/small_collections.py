@@ -104,7 +104,9 @@ def main() -> None:
         log = json.loads(log_path.read_text()) if log_path.exists() else {}  # others' rows too
         entry = log.setdefault(coll, {})
         entry.update(rows)
-        entry["_machine"] = f"{platform.machine()}, 1 torch thread, {time.strftime('%Y-%m-%d')}"
+        # the section's first run names it; rows added later say their date in the text
+        entry.setdefault("_machine", f"{platform.machine()}, 1 torch thread, "
+                                     f"{time.strftime('%Y-%m-%d')}")
         log_path.write_text(json.dumps(log, indent=1))
     render(log)
 
@@ -123,7 +125,10 @@ def render(log: dict) -> None:
         "model whitened only with 20 training images per dimension), `-whitenrule` rows were "
         "trained in that run; `default-graysrule` = `imgret train` with no option since the "
         "objective rule (grayscale collections of fewer than 2,560 images train the "
-        "reconstruction autoencoder). train s: the epochs' own seconds (history.json).",
+        "reconstruction autoencoder); `default-e30` = `imgret train` with no option but "
+        "`--epochs 30`, which is what `imgret train` with no option does on 1,000 images since the "
+        "epoch rule (trained 2026-12-02 while other jobs shared the cores: its train s are "
+        "slower than the rows above). train s: the epochs' own seconds (history.json).",
     ]
     for coll, rows in log.items():
         metric = "mAP@all" if coll.startswith("caltech") else "mAP@100" if coll == "digits" \

@@ -1,14 +1,16 @@
-"""Label-free objectives: NNCLR's neighbour positives, and how `imgret train` picks one."""
+"""Label-free objectives: NNCLR's neighbour positives, and how `imgret train` picks one (and,
+without --epochs, how long it trains)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from imgret.cli import main
+from imgret.cli import build_parser, main
 from imgret.training.config import TrainConfig
 from imgret.training.trainer import Support
 
@@ -82,3 +84,39 @@ def test_imgret_train_on_small_grayscale_images_trains_the_autoencoder(
     given = tmp_path / "c"  # --objective wins over the rule
     assert main([*args[:4], "--out", str(given), *args[6:], "--objective", "contrastive"]) == 0
     assert json.loads((given / "model.json").read_text())["train"]["objective"] == "contrastive"
+
+
+def test_contrastive_training_runs_more_epochs_on_small_collections() -> None:
+    from imgret.training.config import (
+        CONTRASTIVE_MIN_IMAGES,
+        SMALL_COLLECTION_EPOCHS,
+        default_epochs,
+    )
+
+    assert default_epochs("contrastive", 1_000) == 30  # what the :val:small sets measured
+    assert default_epochs("contrastive", 2_000) == 15
+    assert default_epochs("contrastive", 3_000) == default_epochs("contrastive", 60_000) == 10
+    assert default_epochs("contrastive", 12) == SMALL_COLLECTION_EPOCHS  # capped
+    assert default_epochs("reconstruction", 100) == default_epochs("denoising", 100) == 20
+    assert TrainConfig(objective="contrastive").epochs is None  # left to the collection's size
+    assert TrainConfig(objective="contrastive").n_epochs == 10
+    assert TrainConfig(objective="contrastive", epochs=3).n_epochs == 3
+    # the CLI's help (it does not import the training modules to start) spells the same figures
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = " ".join(sub.choices["train"].format_help().split())
+    large = CONTRASTIVE_MIN_IMAGES // default_epochs("contrastive", 10**9)
+    assert f"up to {SMALL_COLLECTION_EPOCHS} on collections of fewer than {large:,}" in text
+
+
+def test_imgret_train_without_epochs_picks_them_by_the_collection_size(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    out, given = tmp_path / "m", tmp_path / "g"
+    args = ["train", str(image_folder), "--image-size", "16", "--embedding-dim", "8",
+            "--width", "4", "--batch-size", "8", "--workers", "0", "--limit", "12",
+            "--patience", "2"]  # fmt: skip
+    assert main([*args, "--out", str(out)]) == 0  # 12 images: contrastive, 30 epochs at most
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["train"]["objective"] == "contrastive" and doc["train"]["epochs"] == 30
+    assert main([*args, "--out", str(given), "--epochs", "2"]) == 0  # asked: kept
+    assert json.loads((given / "model.json").read_text())["train"]["epochs"] == 2

@@ -41,7 +41,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "projection head (default: contrastive, but reconstruction for grayscale "
                    "collections of fewer than 2,560 images: README, choosing the objective)",
                    )  # fmt: skip
-    p.add_argument("--epochs", type=EPOCHS, help="maximum epochs (default: 20, or the objective's)")
+    p.add_argument("--epochs", type=EPOCHS,
+                   help="maximum epochs (default: the objective's: 20; contrastive 10, up to 30 "
+                   "on collections of fewer than 3,000 images: README, choosing the "
+                   "objective)")  # fmt: skip
     p.add_argument("--batch-size", type=BATCH,
                    help="images per step (default: 128; contrastive 256)")  # fmt: skip
     p.add_argument("--lr", type=LEARNING_RATE, default=1e-3,

@@ -20,6 +20,7 @@ from ..training.config import (
     IMAGES_PER_WHITENED_DIM,
     TrainConfig,
     choose_objective,
+    default_epochs,
     objective_model_defaults,
 )
 from ..training.trainer import train_autoencoder
@@ -98,6 +99,8 @@ def train(
         if tc.objective == "contrastive" and overrides:
             overrides = {k: v for k, v in overrides.items() if k != "decoder"}
         log(f"objective: {tc.objective} (chosen by the size and colour of the collection)")
+    if tc.epochs is None:  # the objective's, more for contrastive on a small collection
+        tc = replace(tc, epochs=default_epochs(tc.objective, len(source)))
     if model_config is None:
         defaults = objective_model_defaults(tc.objective, base.channels, base.embedding_dim,
                                             n_images=len(source))  # fmt: skip
@@ -113,7 +116,7 @@ def train(
         whitening = ""
     log(f"training on {len(source):,} images from {source.name}: {mc.image_size}px, "
         f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding{whitening}, {tc.objective} "
-        "objective")  # fmt: skip
+        f"objective, at most {tc.n_epochs} epochs")  # fmt: skip
     t0 = time.perf_counter()
     result = train_autoencoder(source, mc, tc, out, device=device, progress=progress, log=log)
     seconds = time.perf_counter() - t0
