@@ -203,7 +203,7 @@ def cmd_adapt(a: argparse.Namespace) -> None:
     for k, p_nn, t, steps, v in grid:
         cfg = replace(AdaptConfig(), neighbors=k, neighbor_p=p_nn, temperature=t, steps=steps,
                       batch_size=a.batch_size, hidden=a.hidden, lr=a.lr)  # fmt: skip
-        table = None
+        table = mutual_neighbours(neighbour_table(s.db[ok], k)) if a.mutual and k else None
         for r in range(a.rounds):  # rounds after the first: neighbours in the last head's space
             t0 = time.perf_counter()
             head, losses = train_adapt_head(s.db[ok], views[ok][:, :v], cfg, neighbours=table)
@@ -213,11 +213,21 @@ def cmd_adapt(a: argparse.Namespace) -> None:
                 hdb = head(torch.from_numpy(s.db)).numpy()
             if k > 0:
                 table = neighbour_table(hdb[ok], k)
-            say(f"views {v} @{a.view_size}, K {k}, p {p_nn:g}, T {t:g}, {steps} steps"
+            say(f"views {v} @{a.view_size}, K {k}{' mutual' if a.mutual else ''}, p {p_nn:g}, "
+                f"T {t:g}, {steps} steps"
                 f"{f', round {r + 1}' if a.rounds > 1 else ''}, batch {a.batch_size}, hidden "
                 f"{a.hidden}, lr {a.lr:g} ({took:.0f} s, loss {np.mean(losses[-50:]):.3f}): "
                 f"{fmt(s.score(hq, hdb))}; + rerank: "
                 f"{fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
+
+
+def mutual_neighbours(table: np.ndarray) -> np.ndarray:
+    """(n, K) neighbour ids -> the same, each neighbour j of row i that does not have i among
+    its own K replaced by i (a view of the image itself)."""
+    own = np.arange(len(table))
+    mutual = (table[table] == own[:, None, None]).any(axis=2)  # (n, K): i in table[j]
+    say(f"mutual neighbours: {mutual.mean():.3f} of the table")
+    return np.where(mutual, table, own[:, None])
 
 
 def validation_sets(names: list[str]) -> list[str]:
@@ -315,6 +325,9 @@ def main() -> None:
             s.add_argument("--lr", type=float, default=1e-3)
             s.add_argument("--rounds", type=int, default=1, help="retrain with neighbours "
                            "found by the last head (1: neighbours of the base only)")  # fmt: skip
+            s.add_argument("--mutual", action="store_true", help="keep a neighbour only when "
+                           "the image is among its K nearest too (else the image "
+                           "itself)")  # fmt: skip
         if name == "backbones":
             s.add_argument("--models", nargs="*", default=list(NATIVE))
         if name == "diffusion":
