@@ -13,7 +13,9 @@ from imgret.core.errors import UserError
 from imgret.core.threads import apply_threads, inference_threads
 from imgret.data.sources import open_source
 from imgret.models import backend, registry
+from imgret.models.autoencoder import ConvAutoencoder, save_model
 from imgret.models.backend import InferenceSettings, load_for_inference
+from imgret.models.config import ModelConfig
 from imgret.models.embed import embed_source
 from imgret.models.head import ProjectionHead, save_head
 from imgret.models.whitening import Whitening, save_whitening
@@ -26,7 +28,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _derived(tmp_path: Path) -> dict[str, Path]:
-    """A tiny autoencoder, a fine-tuned head on it and a whitening of it."""
+    """A tiny autoencoder, a fine-tuned head on it, a whitening of it, and an autoencoder that
+    ends with a cluster head."""
     base = make_tiny_model(tmp_path / "base")
     torch.manual_seed(0)
     head = ProjectionHead(16, 32)
@@ -36,7 +39,13 @@ def _derived(tmp_path: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     whitening = Whitening(8).fit(rng.normal(size=(50, 16)))
     save_whitening(whitening, tmp_path / "white", {"base": base_doc, "dim": 8})
-    return {"autoencoder": base, "head": tmp_path / "head", "whitened": tmp_path / "white"}
+    torch.manual_seed(1)
+    clustered = ConvAutoencoder(ModelConfig(image_size=16, channels=3, embedding_dim=16, width=4,
+                                            whiten_dim=8, cluster_head=4))  # fmt: skip
+    torch.nn.init.normal_(clustered.cluster_head.mlp[2].weight, std=0.5)
+    save_model(clustered, tmp_path / "clustered")
+    return {"autoencoder": base, "head": tmp_path / "head", "whitened": tmp_path / "white",
+            "cluster head": tmp_path / "clustered"}  # fmt: skip
 
 
 def test_onnx_embeddings_equal_pytorch_for_every_model_kind(

@@ -185,6 +185,36 @@ def test_whitening_is_stored_with_the_model(image_folder: Path, tmp_path: Path) 
     assert np.all((np.diag(cov) > 0.8) & (np.diag(cov) < 1.001))
 
 
+def test_cluster_head_is_fitted_after_training_and_stored(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    from imgret.data.loader import decode_all
+    from imgret.models.registry import load as load_embedder
+
+    src = open_source(image_folder)
+    mc = ModelConfig(**{**CONTRASTIVE.__dict__, "whiten_dim": 8, "cluster_head": 3})
+    tc = TrainConfig(**{**FAST.__dict__, "epochs": 1, "objective": "contrastive"})
+    res = train_autoencoder(src, mc, tc, tmp_path / "c", progress=False, log=lambda s: None)
+    doc = json.loads((tmp_path / "c" / "model.json").read_text())
+    assert doc["version"] == 2 and doc["model"]["cluster_head"] == 3
+    images, _, _ = decode_all(src, 16, 3, workers=0, progress=False)
+    x = images.float() / 255
+    loaded = load_embedder(tmp_path / "c")
+    z = loaded.embed_batch(x)
+    assert z.shape == (24, 8) and torch.allclose(z, res.model.embed_batch(x), atol=1e-6)
+    assert torch.allclose(z.norm(dim=1), torch.ones(24), atol=1e-5)
+    # the head was trained: no longer the identity (after normalisation) it starts as
+    assert float(loaded.cluster_head.mlp[2].weight.detach().abs().max()) > 0
+    with torch.inference_mode():
+        plain = torch.nn.functional.normalize(loaded.whiten(loaded.encode(x)), dim=1)
+    assert not torch.allclose(z, plain, atol=1e-3)
+    # a newer format is refused rather than read without its new parts (as imgret before the
+    # cluster head refuses version 2)
+    (tmp_path / "c" / "model.json").write_text(json.dumps({**doc, "version": 3}))
+    with pytest.raises(UserError, match="newer imgret"):
+        load_model(tmp_path / "c")
+
+
 def test_objective_and_model_must_match(image_folder: Path, tmp_path: Path) -> None:
     src = open_source(image_folder)
     with pytest.raises(UserError, match="projection head"):

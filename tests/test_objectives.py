@@ -43,6 +43,36 @@ def test_contrastive_whitens_only_with_enough_images_per_dimension() -> None:
     assert objective_model_defaults("reconstruction", 3, 512, n_images=10) == {}
 
 
+def test_contrastive_ends_with_a_cluster_head_only_on_large_collections() -> None:
+    from imgret.training.config import (
+        CLUSTER_HEAD_MIN_IMAGES,
+        cluster_head_clusters,
+        objective_model_defaults,
+    )  # fmt: skip
+
+    assert cluster_head_clusters(CLUSTER_HEAD_MIN_IMAGES - 1) == 0
+    assert cluster_head_clusters(CLUSTER_HEAD_MIN_IMAGES) == CLUSTER_HEAD_MIN_IMAGES // 200
+    assert cluster_head_clusters(60_000) == 300  # one cluster per 200 images
+    assert objective_model_defaults("contrastive", 1, 512, n_images=60_000)["cluster_head"] == 300
+    assert objective_model_defaults("contrastive", 3, 512, n_images=1_000)["cluster_head"] == 0
+    assert "cluster_head" not in objective_model_defaults("reconstruction", 1, 512, n_images=60_000)
+
+
+def test_imgret_train_fits_a_cluster_head_when_asked(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    args = ["train", str(image_folder), "--out", str(out), "--epochs", "1", "--image-size",
+            "16", "--embedding-dim", "16", "--width", "4", "--batch-size", "8",
+            "--workers", "0", "--cluster-head", "4"]  # fmt: skip
+    assert main(args) == 0
+    assert "then a cluster head on 4 clusters" in capsys.readouterr().out
+    assert json.loads((out / "model.json").read_text())["model"]["cluster_head"] == 4
+    assert main([*args[:-1], "1"]) == 2  # one cluster labels nothing
+    assert main([*args[:-1], "13"]) == 2  # 24 images make at most 12 clusters of 2
+    assert "at most 12 clusters" in capsys.readouterr().err
+
+
 def test_imgret_train_on_a_small_folder_trains_contrastive_without_whitening(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

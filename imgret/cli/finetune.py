@@ -22,7 +22,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model", help="base model: a folder made by `imgret train`, or efficientnet-lite0"
     )
-    p.add_argument("folder", help="folder of images (labels = sub-folder names unless --labels)")
+    p.add_argument("folder", help="folder of images (labels = sub-folder names unless --labels), "
+                   "or a benchmark's database images (e.g. cifar10:database)")  # fmt: skip
     p.add_argument("--labels", metavar="CSV", help="CSV of path,label rows")
     p.add_argument(
         "--pseudo-labels", type=int_in(2, 100_000), metavar="K",

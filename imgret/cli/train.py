@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.errors import UserError
 from .options import (
     BATCH,
     EPOCHS,
@@ -97,6 +98,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "after training; 0 = none (default: none; contrastive: 128)",
     )
     p.add_argument(
+        "--cluster-head",
+        type=int_in(0, 10**6),
+        metavar="K",
+        help="after training, fit a head on K KMeans clusters of the training images as labels; "
+        "0 = none (default: none; contrastive on 20,000+ images: one cluster per 200 images)",
+    )
+    p.add_argument(
         "--pool",
         choices=("flatten", "avg"),
         help="last feature map -> embedding: flatten + linear, or average + linear "
@@ -145,11 +153,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from ..training.config import AUTO, TrainConfig
 
     objective = a.objective or AUTO
+    if a.cluster_head == 1:
+        raise UserError("--cluster-head 1: one cluster labels nothing; give 0 (none) or 2 or more")
     overrides = {"embedding_dim": a.embedding_dim, "width": a.width}
     if objective != "contrastive":  # auto: dropped if it picks contrastive
         overrides["decoder"] = a.decoder
     for key, value in (("image_size", a.image_size), ("channels", a.channels),
-                       ("whiten_dim", a.whiten), ("pool", a.pool)):  # fmt: skip
+                       ("whiten_dim", a.whiten), ("pool", a.pool),
+                       ("cluster_head", a.cluster_head)):  # fmt: skip
         if value is not None:
             overrides[key] = value
     changes = {

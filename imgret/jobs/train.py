@@ -114,9 +114,10 @@ def train(
                      "dimension to fit it on)")  # fmt: skip
     else:
         whitening = ""
+    head = f", then a cluster head on {mc.cluster_head} clusters" if mc.cluster_head else ""
     log(f"training on {len(source):,} images from {source.name}: {mc.image_size}px, "
         f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding{whitening}, {tc.objective} "
-        f"objective, at most {tc.n_epochs} epochs")  # fmt: skip
+        f"objective, at most {tc.n_epochs} epochs{head}")  # fmt: skip
     t0 = time.perf_counter()
     result = train_autoencoder(source, mc, tc, out, device=device, progress=progress, log=log)
     seconds = time.perf_counter() - t0

@@ -17,6 +17,7 @@ from torch import nn
 from ..core.atomic import atomic_path, read_json, write_json
 from ..core.errors import UserError
 from .config import ModelConfig, from_dict
+from .head import DEFAULT_HIDDEN, ProjectionHead
 
 __all__ = [
     "ConvAutoencoder", "stage_widths", "save_model", "load_model", "load_folder", "model_paths",
@@ -24,7 +25,9 @@ __all__ = [
 ]  # fmt: skip
 
 FORMAT = "imgret-model"
-FORMAT_VERSION = 1
+# The newest format this imgret reads. Files are written with the oldest version that holds
+# them: 2 only for a model with a cluster head, which imgret before it cannot rebuild.
+FORMAT_VERSION = 2
 KIND = "conv-autoencoder"
 
 
@@ -51,7 +54,9 @@ class ConvAutoencoder(nn.Module):
 
     Decoder: linear -> the last feature map -> mirrored stages up to the image size; absent
     when `decoder` is "none" (models trained with the contrastive objective). Optional parts:
-    a projection head (contrastive training only) and a fitted PCA-whitening of the embedding.
+    a projection head (contrastive training only), a fitted PCA-whitening of the embedding, and
+    a residual cluster head after it (imgret.models.head.ProjectionHead, fitted on KMeans
+    clusters of the training images once training is done).
     Input and reconstruction are (B, channels, image_size, image_size) in [0, 1].
     """
 
@@ -85,6 +90,8 @@ class ConvAutoencoder(nn.Module):
             self.register_buffer(
                 "whiten_matrix", torch.eye(config.embedding_dim)[:, : config.whiten_dim]
             )
+        if config.cluster_head:
+            self.cluster_head = ProjectionHead(self.embedding_dim, DEFAULT_HIDDEN)
         if config.decoder == "none":
             return
         self.from_embedding = nn.Sequential(nn.Linear(config.embedding_dim, flat), nn.ReLU(True))
@@ -137,6 +144,13 @@ class ConvAutoencoder(nn.Module):
         mean, matrix = self.get_buffer("whiten_mean"), self.get_buffer("whiten_matrix")
         return (z - mean) @ matrix
 
+    def refine(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, embedding_dim) whitened -> (B, embedding_dim), unit-norm through the cluster head;
+        identity when there is none."""
+        if not self.config.cluster_head:
+            return z
+        return self.cluster_head(z)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, embedding_dim) -> (B, C, S, S) in [0, 1]."""
         h = self.from_embedding(z).view(-1, self.last_width, self.side, self.side)
@@ -153,7 +167,7 @@ class ConvAutoencoder(nn.Module):
     def embed_batch(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) in [0, 1] -> (B, embedding_dim) float32, in eval mode."""
         self.eval()
-        return self.whiten(self.encode(x)).float()
+        return self.refine(self.whiten(self.encode(x))).float()
 
     def embedding_graph(self) -> nn.Module:
         """An nn.Module whose forward is embed_batch without inference mode (for export)."""
@@ -161,14 +175,14 @@ class ConvAutoencoder(nn.Module):
 
 
 class _EmbeddingGraph(nn.Module):
-    """(B, C, S, S) -> whiten(encode(x)): the encoder and whitening, without the decoder."""
+    """(B, C, S, S) -> refine(whiten(encode(x))): the embedding, without the decoder."""
 
     def __init__(self, model: ConvAutoencoder) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.whiten(self.model.encode(x))
+        return self.model.refine(self.model.whiten(self.model.encode(x)))
 
 
 def model_paths(path: str | Path) -> tuple[Path, Path]:
@@ -189,7 +203,7 @@ def save_model(
         save_file(state, str(tmp))
     doc = {
         "format": FORMAT,
-        "version": FORMAT_VERSION,
+        "version": 2 if model.config.cluster_head else 1,
         "arch": model.config.arch,
         "model": vars(model.config).copy(),
         **(meta or {}),

@@ -19,6 +19,9 @@ class ModelConfig:
     pool: str = "flatten"  # last feature map -> embedding: "flatten" + linear, or "avg" + linear
     projection_dim: int = 0  # output of the projection head of contrastive training (0 = none)
     whiten_dim: int = 0  # PCA-whitening of the embedding to this many dims (0 = none)
+    # a residual head after the whitening, fitted after training on this many KMeans clusters
+    # of the training images as labels (imgret.training.finetune); 0 = none
+    cluster_head: int = 0
 
     def __post_init__(self) -> None:
         if self.image_size < 8 or self.image_size % 4:
@@ -33,6 +36,8 @@ class ModelConfig:
             raise ValueError(f"pool must be 'flatten' or 'avg', got {self.pool!r}")
         if not 0 <= self.whiten_dim <= self.embedding_dim:
             raise ValueError(f"whiten_dim must be in 0..embedding_dim, got {self.whiten_dim}")
+        if self.cluster_head < 0 or self.cluster_head == 1:
+            raise ValueError(f"cluster_head must be 0 or 2 and more, got {self.cluster_head}")
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:

@@ -4,7 +4,8 @@ Objectives: "reconstruction" (MSE of the autoencoder), "denoising" (reconstruct 
 a masked copy) and "contrastive" (SimCLR: two augmented views of an image should be nearest
 neighbours among the batch; NT-Xent loss on a projection head; the embedding is taken before
 the head; optionally with NNCLR's nearest-neighbour positives). A model may end with a
-PCA-whitening of its embedding, fitted on the training images.
+PCA-whitening of its embedding, fitted on the training images, and a cluster head after it,
+trained with KMeans clusters of the training images as labels (imgret.training.finetune).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..models.config import ModelConfig
 from ..models.whitening import whitening_matrix
 from .augment import AUGMENT_PRESETS, AugmentConfig, augment, corrupt
 from .config import OBJECTIVES, TrainConfig
+from .finetune import fit_cluster_head
 
 __all__ = ["TrainResult", "train_autoencoder", "pick_device", "nt_xent", "augment_preset"]
 
@@ -266,6 +268,11 @@ def train_autoencoder(
         log(f"skipped: {reason}")
     if len(failures) > 10:
         log(f"... and {len(failures) - 10} more skipped images")
+    if model_config.cluster_head > len(images) // 2:  # found out now, not after training
+        raise UserError(
+            f"--cluster-head {model_config.cluster_head}: {len(images)} image(s) make at most "
+            f"{len(images) // 2} clusters of 2 or more"
+        )
     train_idx, val_idx = split_indices(len(images), cfg.val_fraction, cfg.seed)
     train_images, val_images = images[train_idx], images[val_idx]
     if len(val_images) == 0:
@@ -342,10 +349,20 @@ def train_autoencoder(
         raise UserError("training ran no epoch: set --epochs to 1 or more")
     info = read_json(out / "last.json")
     best, doc = load_model(out, device=device)
-    if model_config.whiten_dim and not info.get("finished"):
-        mean, matrix = whitening_matrix(_encode_all(best, images, device), model_config.whiten_dim)
-        best.get_buffer("whiten_mean").copy_(torch.from_numpy(mean))
-        best.get_buffer("whiten_matrix").copy_(torch.from_numpy(matrix))
+    if (model_config.whiten_dim or model_config.cluster_head) and not info.get("finished"):
+        encoded = _encode_all(best, images, device)  # (n, config.embedding_dim)
+        if model_config.whiten_dim:
+            mean, matrix = whitening_matrix(encoded, model_config.whiten_dim)
+            best.get_buffer("whiten_mean").copy_(torch.from_numpy(mean))
+            best.get_buffer("whiten_matrix").copy_(torch.from_numpy(matrix))
+        if model_config.cluster_head:
+            with torch.inference_mode():  # (n, embedding_dim) whitened
+                z = best.whiten(torch.from_numpy(encoded).float().to(device)).cpu().numpy()
+            log(f"fitting the cluster head on {model_config.cluster_head} clusters of "
+                f"{len(z):,} images")  # fmt: skip
+            head, losses = fit_cluster_head(z, model_config.cluster_head, seed=cfg.seed)
+            best.cluster_head.load_state_dict(head.state_dict())
+            log(f"cluster head: final loss {float(np.mean(losses[-20:])):.4f}")
         save_model(best, out, {k: v for k, v in doc.items() if k not in _MODEL_DOC_KEYS})
     info["finished"] = True
     write_json(out / "last.json", info)
