@@ -58,13 +58,18 @@ def test_contrastive_ends_with_a_cluster_head_only_on_large_collections() -> Non
     assert "cluster_head" not in objective_model_defaults("reconstruction", 1, 512, n_images=60_000)
 
 
+def _tiny_train(folder: Path, out: Path) -> list[str]:
+    """`imgret train` arguments for a tiny one-epoch model of `folder` in `out`."""
+    return ["train", str(folder), "--out", str(out), "--epochs", "1", "--image-size", "16",
+            "--embedding-dim", "16", "--width", "4", "--batch-size", "8",
+            "--workers", "0"]  # fmt: skip
+
+
 def test_imgret_train_fits_a_cluster_head_when_asked(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "m"
-    args = ["train", str(image_folder), "--out", str(out), "--epochs", "1", "--image-size",
-            "16", "--embedding-dim", "16", "--width", "4", "--batch-size", "8",
-            "--workers", "0", "--cluster-head", "4"]  # fmt: skip
+    args = [*_tiny_train(image_folder, out), "--cluster-head", "4"]
     assert main(args) == 0
     assert "then a cluster head on 4 clusters" in capsys.readouterr().out
     assert json.loads((out / "model.json").read_text())["model"]["cluster_head"] == 4
@@ -77,9 +82,7 @@ def test_imgret_train_on_a_small_folder_trains_contrastive_without_whitening(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "m"
-    args = ["train", str(image_folder), "--out", str(out), "--epochs", "1", "--image-size",
-            "16", "--embedding-dim", "16", "--width", "4", "--batch-size", "8",
-            "--workers", "0"]  # fmt: skip
+    args = _tiny_train(image_folder, out)
     assert main(args) == 0  # 27 files: far fewer than 20 per whitened dimension
     assert "not whitened (fewer than 20 images per dimension" in capsys.readouterr().out
     doc = json.loads((out / "model.json").read_text())
