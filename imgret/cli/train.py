@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.errors import UserError
 from .options import (
     BATCH,
     EPOCHS,
@@ -153,8 +152,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from ..training.config import AUTO, TrainConfig
 
     objective = a.objective or AUTO
-    if a.cluster_head == 1:
-        raise UserError("--cluster-head 1: one cluster labels nothing; give 0 (none) or 2 or more")
     overrides = {"embedding_dim": a.embedding_dim, "width": a.width}
     if objective != "contrastive":  # auto: dropped if it picks contrastive
         overrides["decoder"] = a.decoder

@@ -55,6 +55,15 @@ def suggest_model_config(source: ImageSource) -> ModelConfig:
     return ModelConfig(image_size=size, channels=channels)
 
 
+def _with(config: ModelConfig, fields: dict) -> ModelConfig:
+    """`config` with `fields` set; a value it refuses (e.g. --whiten above --embedding-dim) is
+    reported as the user's error, not a crash."""
+    try:
+        return replace(config, **fields)
+    except ValueError as e:
+        raise UserError(f"bad model setting: {e}") from None
+
+
 @dataclass
 class TrainOutput:
     model_dir: Path
@@ -93,7 +102,7 @@ def train(
             raise UserError(f"--limit must be 2 or more, got {limit}")
         pick = np.sort(np.random.default_rng(tc.seed).permutation(len(source))[:limit])
         source = replace(source.subset(pick), name=f"{source.name} (sample of {limit})")
-    base = model_config or replace(suggest_model_config(source), **(overrides or {}))
+    base = model_config or _with(suggest_model_config(source), overrides or {})
     if tc.objective == AUTO:  # the rule of choose_objective, on this collection
         tc = replace(tc, objective=choose_objective(base.channels, len(source)))
         if tc.objective == "contrastive" and overrides:
@@ -104,7 +113,7 @@ def train(
     if model_config is None:
         defaults = objective_model_defaults(tc.objective, base.channels, base.embedding_dim,
                                             n_images=len(source))  # fmt: skip
-        mc = replace(base, **{**defaults, **(overrides or {})})
+        mc = _with(base, {**defaults, **(overrides or {})})
     else:
         mc = model_config
     if mc.whiten_dim:
