@@ -203,7 +203,7 @@ def knn_mlp(a: argparse.Namespace, command: str) -> None:
                                torch.nn.Linear(512, 128))  # fmt: skip
     opt = torch.optim.Adam([*net.parameters(), *head.parameters()], 1e-3)
     xt = torch.from_numpy(x)
-    from imgret.training.trainer import nt_xent
+    from imgret.training.losses import nt_xent
 
     for _ in range(a.epochs):
         perm = torch.randperm(len(x), generator=gen)

@@ -18,6 +18,8 @@ command says `--split`; test queries are never used here.
                                                     # --no-rerank against its default
     python scripts/validation.py model-rerank fashion-mnist:val --model DIR  # any model: plain,
                                                     # --rerank, --rerank --diffusion N
+    python scripts/validation.py cluster-epochs fashion-mnist:val --model DIR --source
+        fashion-mnist:train --epochs 0 3 6   # the cluster epochs of `imgret train`
 
 Each command's output is kept in bench/results/validation.json and rendered into
 bench/results/validation.md (a section of BENCHMARKS.md), with the command that printed it.
@@ -254,26 +256,69 @@ def cmd_default_rerank(a: argparse.Namespace) -> None:
             f"default ({how}) {fmt({m: default.overall[m] for m in shown})}")  # fmt: skip
 
 
+def _embedded(name: str, ref: str) -> tuple[Any, Any]:
+    """A model embeds a validation split once -> (EmbeddedSplit, score(q, db, diffusion=0))."""
+    from imgret.evaluation.evaluate import embed_split, open_benchmark
+
+    bench = open_benchmark(name)
+    e = embed_split(ref, bench, progress=False)
+    labels = list(e.query_labels), list(e.database_labels)
+
+    def score(q: np.ndarray, db: np.ndarray, diffusion: int = 0) -> dict[str, float]:
+        return protocol_scores(bench, q, labels[0], db, labels[1], exclude=e.exclude,
+                               diffusion=diffusion)  # fmt: skip
+
+    return e, score
+
+
 def cmd_model_rerank(a: argparse.Namespace) -> None:
     """Any model (a trained folder too), embedded once: exact search, then `--rerank` for each
     --dba x --qe x --alpha (the defaults: imgret's), each also with `--diffusion N`."""
-    from imgret.evaluation.evaluate import embed_split, open_benchmark
-
     for name in validation_sets(a.benchmarks):
-        bench = open_benchmark(name)
-        e = embed_split(a.model, bench, progress=False)
-        labels = list(e.query_labels), list(e.database_labels)
-        plain = protocol_scores(bench, e.queries, labels[0], e.database, labels[1],
-                                exclude=e.exclude)  # fmt: skip
-        say(f"{name}, {a.model}, {len(e.database):,} images: no re-ranking: {fmt(plain)}")
+        e, score = _embedded(name, a.model)
+        say(f"{name}, {a.model}, {len(e.database):,} images: no re-ranking: "
+            f"{fmt(score(e.queries, e.database))}")  # fmt: skip
         for dba, qe, alpha in itertools.product(a.dba, a.qe, a.alpha):
             cfg = RerankConfig(dba_neighbors=dba, qe_neighbors=qe, alpha=alpha)
             q, db = rerank_split(e.queries, e.database, cfg, exclude=e.exclude)
             for n in [0, *a.diffusion]:
-                figures = protocol_scores(bench, q, labels[0], db, labels[1],
-                                          exclude=e.exclude, diffusion=n)  # fmt: skip
                 say(f"  --rerank --dba {dba} --qe {qe} --alpha {alpha:g}"
-                    f"{f' --diffusion {n}' if n else ''}: {fmt(figures)}")  # fmt: skip
+                    f"{f' --diffusion {n}' if n else ''}: {fmt(score(q, db, n))}")  # fmt: skip
+
+
+def cmd_cluster_epochs(a: argparse.Namespace) -> None:
+    """A contrastive model trained without a cluster head (--model) finished as `imgret train`
+    finishes one (imgret.training.trainer.finish_model) on its training images (--source: the
+    validation database), with each --epochs of training on its own clusters (0: the cluster
+    head alone); each scored on the validation split without and with re-ranking."""
+    import tempfile
+    from dataclasses import replace
+
+    from imgret.data.benchmarks import open_training_source
+    from imgret.data.loader import decode_all
+    from imgret.models.autoencoder import ConvAutoencoder, load_model, save_model
+    from imgret.training.config import TrainConfig, cluster_head_clusters
+    from imgret.training.trainer import finish_model
+
+    (name,) = validation_sets([a.benchmark])
+    base, doc = load_model(a.model)
+    source = open_training_source(a.source)
+    images = decode_all(source, base.image_size, base.channels, workers=2, progress=False)[0]
+    k = a.clusters or cluster_head_clusters(len(images))
+    say(f"{a.model} finished on {len(images):,} images of {a.source}, K {k}; scored on {name}")
+    for epochs in a.epochs:
+        model = ConvAutoencoder(replace(base.config, cluster_head=k))
+        model.load_state_dict(base.state_dict(), strict=False)  # the head starts as identity
+        cfg = TrainConfig(**{**doc["train"], "cluster_epochs": epochs})
+        t0 = time.perf_counter()
+        finish_model(model, images, cfg, progress=False, log=lambda s: None)
+        seconds = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(model, tmp)
+            e, score = _embedded(name, tmp)
+            q, db = rerank_split(e.queries, e.database, RerankConfig(), exclude=e.exclude)
+            say(f"  --cluster-epochs {epochs} ({seconds:.0f} s): no re-ranking: "
+                f"{fmt(score(e.queries, e.database))}; --rerank: {fmt(score(q, db))}")
 
 
 def main() -> None:
@@ -282,9 +327,18 @@ def main() -> None:
     cmds = {"pooling": cmd_pooling, "rerank": cmd_rerank, "pseudo": cmd_pseudo,
             "finetune-lr": cmd_finetune_lr, "size": cmd_size, "backbones": cmd_backbones,
             "adapt": cmd_adapt, "diffusion": cmd_diffusion,
-            "default-rerank": cmd_default_rerank, "model-rerank": cmd_model_rerank}  # fmt: skip
+            "default-rerank": cmd_default_rerank, "model-rerank": cmd_model_rerank,
+            "cluster-epochs": cmd_cluster_epochs}  # fmt: skip
     for name in cmds:
         s = sub.add_parser(name)
+        if name == "cluster-epochs":
+            s.add_argument("benchmark", help="e.g. fashion-mnist:val")
+            s.add_argument("--model", required=True, help="contrastive, without a cluster head")
+            s.add_argument("--source", required=True, help="its training images, e.g. "
+                           "fashion-mnist:train")  # fmt: skip
+            s.add_argument("--epochs", type=int, nargs="*", default=[0, 3])
+            s.add_argument("--clusters", type=int, help="default: as imgret train picks them")
+            continue
         if name in ("default-rerank", "model-rerank"):
             s.add_argument("benchmarks", nargs="+", help="e.g. fashion-mnist:val:small digits")
             s.add_argument("--model", default="efficientnet-lite0")

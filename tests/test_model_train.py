@@ -121,7 +121,7 @@ CONTRASTIVE = ModelConfig(
 
 
 def test_nt_xent_by_hand() -> None:
-    from imgret.training.trainer import nt_xent
+    from imgret.training.losses import nt_xent
 
     # Two images, both views equal and orthogonal: each row sees its positive at cosine 1 and
     # the two others at 0, so the loss is -log(e / (e + 2)) with temperature 1.
@@ -213,6 +213,43 @@ def test_cluster_head_is_fitted_after_training_and_stored(
     (tmp_path / "c" / "model.json").write_text(json.dumps({**doc, "version": 3}))
     with pytest.raises(UserError, match="newer imgret"):
         load_model(tmp_path / "c")
+
+
+def test_cluster_epochs_train_the_encoder_on_its_clusters_once(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    from imgret.data.loader import decode_all
+    from imgret.training.deepcluster import cluster_epochs
+    from imgret.training.trainer import augment_preset
+
+    src = open_source(image_folder)
+    mc = ModelConfig(**{**CONTRASTIVE.__dict__, "whiten_dim": 8, "cluster_head": 3})
+    runs = {}
+    for n in (0, 2):
+        tc = TrainConfig(**{**FAST.__dict__, "epochs": 1, "objective": "contrastive",
+                            "cluster_epochs": n})  # fmt: skip
+        train_autoencoder(src, mc, tc, tmp_path / f"e{n}", progress=False, log=lambda s: None)
+        runs[n] = load_model(tmp_path / f"e{n}")
+    # same seed, same contrastive epoch: only the cluster epochs moved the encoder
+    before, after = runs[0][0].state_dict(), runs[2][0].state_dict()
+    assert not torch.equal(before["to_embedding.weight"], after["to_embedding.weight"])
+    assert runs[2][1]["refined"] and runs[2][1]["train"]["cluster_epochs"] == 2
+    # stopped after the refined model was saved but before the run was marked finished: a
+    # re-run keeps that model rather than training it on its clusters a second time
+    last = tmp_path / "e2" / "last.json"
+    last.write_text(json.dumps({**json.loads(last.read_text()), "finished": False}))
+    train_autoencoder(src, mc, tc, tmp_path / "e2", progress=False, log=lambda s: None)
+    again = load_model(tmp_path / "e2")[0].state_dict()
+    assert all(torch.equal(again[k], after[k]) for k in after)
+
+    # the epochs themselves: one mean loss each, finite, the model left in eval mode
+    model = runs[0][0]
+    images, _, _ = decode_all(src, 16, 3, workers=0, progress=False)
+    labels = np.arange(len(images)) % 3
+    aug = augment_preset(tc, 3)
+    losses = cluster_epochs(model, images, labels, tc, aug, epochs=2, progress=False,
+                            log=lambda s: None)  # fmt: skip
+    assert len(losses) == 2 and all(np.isfinite(losses)) and not model.training
 
 
 def test_objective_and_model_must_match(image_folder: Path, tmp_path: Path) -> None:

@@ -69,10 +69,13 @@ def test_imgret_train_fits_a_cluster_head_when_asked(
     image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "m"
-    args = [*_tiny_train(image_folder, out), "--cluster-head", "4"]
+    args = [*_tiny_train(image_folder, out), "--cluster-epochs", "1", "--cluster-head", "4"]
     assert main(args) == 0
-    assert "then a cluster head on 4 clusters" in capsys.readouterr().out
-    assert json.loads((out / "model.json").read_text())["model"]["cluster_head"] == 4
+    assert "then 1 epoch on its own clusters and a cluster head on 4 clusters" in (
+        capsys.readouterr().out
+    )
+    doc = json.loads((out / "model.json").read_text())
+    assert doc["model"]["cluster_head"] == 4 and doc["train"]["cluster_epochs"] == 1
     assert main([*args[:-1], "1"]) == 2  # one cluster labels nothing
     assert main([*args[:-1], "13"]) == 2  # 24 images make at most 12 clusters of 2
     assert "at most 12 clusters" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..training.config import CLUSTER_EPOCHS
 from .options import (
     BATCH,
     EPOCHS,
@@ -104,6 +105,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "0 = none (default: none; contrastive on 20,000+ images: one cluster per 200 images)",
     )
     p.add_argument(
+        "--cluster-epochs",
+        type=int_in(0, 10**4),
+        metavar="N",
+        help="with a cluster head: epochs the encoder first trains on its own clusters "
+        f"(DeepCluster); 0 = none (default: {CLUSTER_EPOCHS})",
+    )
+    p.add_argument(
         "--pool",
         choices=("flatten", "avg"),
         help="last feature map -> embedding: flatten + linear, or average + linear "
@@ -166,7 +174,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     }  # fmt: skip
     for key, value in (("epochs", a.epochs), ("batch_size", a.batch_size), ("patience", a.patience),
                        ("schedule", a.schedule), ("temperature", a.temperature),
-                       ("neighbor_positives", a.neighbor_positives)):  # fmt: skip
+                       ("neighbor_positives", a.neighbor_positives),
+                       ("cluster_epochs", a.cluster_epochs)):  # fmt: skip
         if value is not None:
             changes[key] = value
     tc = TrainConfig(objective=objective, **changes)

@@ -123,7 +123,11 @@ def train(
                      "dimension to fit it on)")  # fmt: skip
     else:
         whitening = ""
-    head = f", then a cluster head on {mc.cluster_head} clusters" if mc.cluster_head else ""
+    head = ""
+    if mc.cluster_head:
+        n = tc.cluster_epochs
+        first = f"{n} epoch{'s' * (n != 1)} on its own clusters and " if n else ""
+        head = f", then {first}a cluster head on {mc.cluster_head} clusters"
     log(f"training on {len(source):,} images from {source.name}: {mc.image_size}px, "
         f"{mc.channels} channel(s), {mc.embedding_dim}-d embedding{whitening}, {tc.objective} "
         f"objective, at most {tc.n_epochs} epochs{head}")  # fmt: skip

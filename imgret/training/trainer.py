@@ -31,9 +31,11 @@ from ..models.config import ModelConfig
 from ..models.whitening import whitening_matrix
 from .augment import AUGMENT_PRESETS, AugmentConfig, augment, corrupt
 from .config import OBJECTIVES, TrainConfig
-from .finetune import fit_cluster_head
+from .deepcluster import cluster_epochs
+from .finetune import fit_cluster_head, pseudo_labels
+from .losses import nt_xent
 
-__all__ = ["TrainResult", "train_autoencoder", "pick_device", "nt_xent", "augment_preset"]
+__all__ = ["TrainResult", "train_autoencoder", "finish_model", "pick_device", "augment_preset"]
 
 # Decoded training images are kept in memory below this size; larger sets are streamed.
 CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -80,16 +82,6 @@ def augment_preset(cfg: TrainConfig, channels: int) -> AugmentConfig:
     if name not in AUGMENT_PRESETS:
         raise UserError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENT_PRESETS)}")
     return AUGMENT_PRESETS[name]
-
-
-def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's NT-Xent loss of two views (B, D) of the same B images -> scalar mean over 2B."""
-    z = nn.functional.normalize(torch.cat([p1, p2]), dim=1)
-    n = len(p1)
-    sim = z @ z.T / temperature
-    sim.fill_diagonal_(float("-inf"))  # an image is not its own positive or negative
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
-    return nn.functional.cross_entropy(sim, target)
 
 
 class Support:
@@ -349,27 +341,69 @@ def train_autoencoder(
         raise UserError("training ran no epoch: set --epochs to 1 or more")
     info = read_json(out / "last.json")
     best, doc = load_model(out, device=device)
-    if (model_config.whiten_dim or model_config.cluster_head) and not info.get("finished"):
-        encoded = _encode_all(best, images, device)  # (n, config.embedding_dim)
-        if model_config.whiten_dim:
-            mean, matrix = whitening_matrix(encoded, model_config.whiten_dim)
-            best.get_buffer("whiten_mean").copy_(torch.from_numpy(mean))
-            best.get_buffer("whiten_matrix").copy_(torch.from_numpy(matrix))
-        if model_config.cluster_head:
-            with torch.inference_mode():  # (n, embedding_dim) whitened
-                z = best.whiten(torch.from_numpy(encoded).float().to(device)).cpu().numpy()
-            log(f"fitting the cluster head on {model_config.cluster_head} clusters of "
-                f"{len(z):,} images")  # fmt: skip
-            head, losses = fit_cluster_head(z, model_config.cluster_head, seed=cfg.seed)
-            best.cluster_head.load_state_dict(head.state_dict())
-            log(f"cluster head: final loss {float(np.mean(losses[-20:])):.4f}")
-        save_model(best, out, {k: v for k, v in doc.items() if k not in _MODEL_DOC_KEYS})
+    # `refined` marks a model saved by the step below: a run stopped between that save and
+    # last.json's `finished` must not train its encoder on its clusters twice
+    if (model_config.whiten_dim or model_config.cluster_head) and not (
+        info.get("finished") or doc.get("refined")
+    ):
+        finish_model(best, images, cfg, device=device, progress=progress, log=log)
+        kept = {key: v for key, v in doc.items() if key not in _MODEL_DOC_KEYS}
+        save_model(best, out, {**kept, "refined": True})
     info["finished"] = True
     write_json(out / "last.json", info)
     return TrainResult(best.eval(), out, history, best_epoch, best_val, failures)
 
 
 _MODEL_DOC_KEYS = ("format", "version", "arch", "model")
+
+
+def finish_model(
+    model: ConvAutoencoder,
+    images: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> None:
+    """What follows the epochs of a trained model, in place, as its config asks: fit the
+    PCA-whitening on `images` (n, C, S, S) uint8; with a cluster head of K clusters, train the
+    encoder on its own K clusters for `cfg.cluster_epochs` (then whiten again), and fit the
+    head on the K clusters of the final embeddings."""
+    encoded = _fit_whitening(model, images, device)  # (n, config.embedding_dim)
+    k = model.config.cluster_head
+    if k and cfg.cluster_epochs:
+        log(f"training the encoder on its {k} clusters of {len(images):,} images for "
+            f"{cfg.cluster_epochs} epochs")  # fmt: skip
+        clusters = pseudo_labels(_whitened(model, encoded, device), k, seed=cfg.seed)
+        labels = np.unique(clusters, return_inverse=True)[1]  # (n,) ids 0..k-1
+        cluster_epochs(model, images, labels, cfg, augment_preset(cfg, model.channels),
+                       epochs=cfg.cluster_epochs, device=device, progress=progress, log=log)
+        encoded = _fit_whitening(model, images, device)
+    if k:
+        z = _whitened(model, encoded, device)
+        log(f"fitting the cluster head on {k} clusters of {len(z):,} images")
+        head, losses = fit_cluster_head(z, k, seed=cfg.seed)
+        model.cluster_head.load_state_dict(head.state_dict())
+        log(f"cluster head: final loss {float(np.mean(losses[-20:])):.4f}")
+    model.eval()
+
+
+def _fit_whitening(model: ConvAutoencoder, images: torch.Tensor, device: str) -> np.ndarray:
+    """Encode every image and fit `model`'s PCA-whitening on them when it has one
+    -> (n, config.embedding_dim) encoder outputs."""
+    encoded = _encode_all(model, images, device)
+    if model.config.whiten_dim:
+        mean, matrix = whitening_matrix(encoded, model.config.whiten_dim)
+        model.get_buffer("whiten_mean").copy_(torch.from_numpy(mean))
+        model.get_buffer("whiten_matrix").copy_(torch.from_numpy(matrix))
+    return encoded
+
+
+@torch.inference_mode()
+def _whitened(model: ConvAutoencoder, encoded: np.ndarray, device: str) -> np.ndarray:
+    """(n, embedding_dim) encoder outputs -> (n, whitened dim) float32, as the model embeds."""
+    return model.whiten(torch.from_numpy(encoded).float().to(device)).cpu().numpy()
 
 
 @torch.inference_mode()
