@@ -298,7 +298,7 @@ def cmd_cluster_epochs(a: argparse.Namespace) -> None:
     from imgret.data.loader import decode_all
     from imgret.models.autoencoder import ConvAutoencoder, load_model, save_model
     from imgret.training.config import TrainConfig, cluster_head_clusters
-    from imgret.training.trainer import finish_model
+    from imgret.training.finish import finish_model
 
     (name,) = validation_sets([a.benchmark])
     base, doc = load_model(a.model)

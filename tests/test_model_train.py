@@ -220,7 +220,6 @@ def test_cluster_epochs_train_the_encoder_on_its_clusters_once(
 ) -> None:
     from imgret.data.loader import decode_all
     from imgret.training.deepcluster import cluster_epochs
-    from imgret.training.trainer import augment_preset
 
     src = open_source(image_folder)
     mc = ModelConfig(**{**CONTRASTIVE.__dict__, "whiten_dim": 8, "cluster_head": 3})
@@ -246,8 +245,7 @@ def test_cluster_epochs_train_the_encoder_on_its_clusters_once(
     model = runs[0][0]
     images, _, _ = decode_all(src, 16, 3, workers=0, progress=False)
     labels = np.arange(len(images)) % 3
-    aug = augment_preset(tc, 3)
-    losses = cluster_epochs(model, images, labels, tc, aug, epochs=2, progress=False,
+    losses = cluster_epochs(model, images, labels, tc, epochs=2, progress=False,
                             log=lambda s: None)  # fmt: skip
     assert len(losses) == 2 and all(np.isfinite(losses)) and not model.training
 

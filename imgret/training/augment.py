@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment", "corrupt"]
+from ..core.errors import UserError
+from .config import TrainConfig
+
+__all__ = ["AugmentConfig", "AUGMENT_PRESETS", "augment_preset", "augment", "corrupt"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,16 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     "crop": AugmentConfig(crop_scale=0.4, flip=True, jitter=0.4, jitter_p=0.5),
     "crop-color": AugmentConfig(crop_scale=0.2, flip=True, jitter=0.4, hue=0.1, gray_p=0.2),
 }
+
+
+def augment_preset(cfg: TrainConfig, channels: int) -> AugmentConfig:
+    """The augmentation of the views of `cfg.augment` ("auto": by the number of channels)."""
+    name = cfg.augment
+    if name == "auto":
+        name = "crop" if channels == 1 else "crop-color"
+    if name not in AUGMENT_PRESETS:
+        raise UserError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENT_PRESETS)}")
+    return AUGMENT_PRESETS[name]
 
 
 def _crop_grid(n: int, size: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:

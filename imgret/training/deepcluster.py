@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core.progress import progress_bar
 from ..models.autoencoder import ConvAutoencoder
-from .augment import AugmentConfig, augment
+from .augment import augment, augment_preset
 from .config import TrainConfig
 from .losses import nt_xent
 
@@ -36,7 +36,6 @@ def cluster_epochs(
     images: torch.Tensor,
     labels: np.ndarray,
     cfg: TrainConfig,
-    aug: AugmentConfig,
     *,
     epochs: int,
     device: str = "cpu",
@@ -48,6 +47,7 @@ def cluster_epochs(
     cross-entropy of a cosine classifier of each view's encoder features (B, embedding_dim)
     to its image's cluster. -> the mean loss of each epoch."""
     n, k = len(images), int(labels.max()) + 1
+    aug = augment_preset(cfg, model.channels)
     gen = torch.Generator().manual_seed(cfg.seed * 100_057)
     aug_gen = torch.Generator().manual_seed(cfg.seed * 100_069)
     targets = torch.from_numpy(labels.astype(np.int64))

@@ -5,7 +5,8 @@ a masked copy) and "contrastive" (SimCLR: two augmented views of an image should
 neighbours among the batch; NT-Xent loss on a projection head; the embedding is taken before
 the head; optionally with NNCLR's nearest-neighbour positives). A model may end with a
 PCA-whitening of its embedding, fitted on the training images, and a cluster head after it,
-trained with KMeans clusters of the training images as labels (imgret.training.finetune).
+trained with KMeans clusters of the training images as labels, its encoder first trained on
+those clusters (imgret.training.finish).
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ from ..data.loader import decode_all, split_indices
 from ..data.sources import ImageSource
 from ..models.autoencoder import ConvAutoencoder, load_model, save_model
 from ..models.config import ModelConfig
-from ..models.whitening import whitening_matrix
-from .augment import AUGMENT_PRESETS, AugmentConfig, augment, corrupt
+from .augment import AugmentConfig, augment, augment_preset, corrupt
 from .config import OBJECTIVES, TrainConfig
-from .deepcluster import cluster_epochs
-from .finetune import fit_cluster_head, pseudo_labels
+from .finish import finish_model
 from .losses import nt_xent
 
-__all__ = ["TrainResult", "train_autoencoder", "finish_model", "pick_device", "augment_preset"]
+__all__ = ["TrainResult", "train_autoencoder", "pick_device"]
 
 # Decoded training images are kept in memory below this size; larger sets are streamed.
 CACHE_LIMIT_BYTES = 2 * 1024**3
@@ -72,16 +71,6 @@ def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     mask = torch.rand(len(x), generator=generator) < 0.5
     x[mask] = x[mask].flip(-1)
     return x
-
-
-def augment_preset(cfg: TrainConfig, channels: int) -> AugmentConfig:
-    """The augmentation of the views of `cfg.augment` ("auto": by the number of channels)."""
-    name = cfg.augment
-    if name == "auto":
-        name = "crop" if channels == 1 else "crop-color"
-    if name not in AUGMENT_PRESETS:
-        raise UserError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENT_PRESETS)}")
-    return AUGMENT_PRESETS[name]
 
 
 class Support:
@@ -355,60 +344,3 @@ def train_autoencoder(
 
 
 _MODEL_DOC_KEYS = ("format", "version", "arch", "model")
-
-
-def finish_model(
-    model: ConvAutoencoder,
-    images: torch.Tensor,
-    cfg: TrainConfig,
-    *,
-    device: str = "cpu",
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> None:
-    """What follows the epochs of a trained model, in place, as its config asks: fit the
-    PCA-whitening on `images` (n, C, S, S) uint8; with a cluster head of K clusters, train the
-    encoder on its own K clusters for `cfg.cluster_epochs` (then whiten again), and fit the
-    head on the K clusters of the final embeddings."""
-    encoded = _fit_whitening(model, images, device)  # (n, config.embedding_dim)
-    k = model.config.cluster_head
-    if k and cfg.cluster_epochs:
-        log(f"training the encoder on its {k} clusters of {len(images):,} images for "
-            f"{cfg.cluster_epochs} epochs")  # fmt: skip
-        clusters = pseudo_labels(_whitened(model, encoded, device), k, seed=cfg.seed)
-        labels = np.unique(clusters, return_inverse=True)[1]  # (n,) ids 0..k-1
-        cluster_epochs(model, images, labels, cfg, augment_preset(cfg, model.channels),
-                       epochs=cfg.cluster_epochs, device=device, progress=progress, log=log)
-        encoded = _fit_whitening(model, images, device)
-    if k:
-        z = _whitened(model, encoded, device)
-        log(f"fitting the cluster head on {k} clusters of {len(z):,} images")
-        head, losses = fit_cluster_head(z, k, seed=cfg.seed)
-        model.cluster_head.load_state_dict(head.state_dict())
-        log(f"cluster head: final loss {float(np.mean(losses[-20:])):.4f}")
-    model.eval()
-
-
-def _fit_whitening(model: ConvAutoencoder, images: torch.Tensor, device: str) -> np.ndarray:
-    """Encode every image and fit `model`'s PCA-whitening on them when it has one
-    -> (n, config.embedding_dim) encoder outputs."""
-    encoded = _encode_all(model, images, device)
-    if model.config.whiten_dim:
-        mean, matrix = whitening_matrix(encoded, model.config.whiten_dim)
-        model.get_buffer("whiten_mean").copy_(torch.from_numpy(mean))
-        model.get_buffer("whiten_matrix").copy_(torch.from_numpy(matrix))
-    return encoded
-
-
-@torch.inference_mode()
-def _whitened(model: ConvAutoencoder, encoded: np.ndarray, device: str) -> np.ndarray:
-    """(n, embedding_dim) encoder outputs -> (n, whitened dim) float32, as the model embeds."""
-    return model.whiten(torch.from_numpy(encoded).float().to(device)).cpu().numpy()
-
-
-@torch.inference_mode()
-def _encode_all(model: ConvAutoencoder, images: torch.Tensor, device: str) -> np.ndarray:
-    """(n, C, S, S) uint8 -> (n, config.embedding_dim) float64 embeddings before whitening."""
-    model.eval()
-    out = [model.encode(x.to(device)).double().cpu().numpy() for x in _batches(images, 512, None)]
-    return np.concatenate(out)
