@@ -288,7 +288,7 @@ def cmd_model_rerank(a: argparse.Namespace) -> None:
 
 def cmd_cluster_epochs(a: argparse.Namespace) -> None:
     """A contrastive model trained without a cluster head (--model) finished as `imgret train`
-    finishes one (imgret.training.trainer.finish_model) on its training images (--source: the
+    finishes one (imgret.training.finish.finish_model) on its training images (--source: the
     validation database), with each --epochs of training on its own clusters (0: the cluster
     head alone); each scored on the validation split without and with re-ranking."""
     import tempfile

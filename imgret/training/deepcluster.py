@@ -4,7 +4,7 @@ After contrastive training, the KMeans clusters of the collection's embeddings s
 of a cosine classifier on the encoder's features; the encoder and the classifier are trained
 together for a few epochs, with the contrastive loss kept beside the classification loss so
 that the views of one image still agree. No label is used. `imgret train` runs it before the
-cluster head on large collections (imgret.training.trainer).
+cluster head on large collections (imgret.training.finish).
 """
 
 from __future__ import annotations
