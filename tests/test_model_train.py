@@ -250,6 +250,23 @@ def test_cluster_epochs_train_the_encoder_on_its_clusters_once(
     assert len(losses) == 2 and all(np.isfinite(losses)) and not model.training
 
 
+def test_a_lone_last_image_of_an_epoch_does_not_stop_training(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    """BatchNorm cannot train on a batch of one: a last batch of one image is left for the
+    next epoch's shuffle, in the contrastive epochs and in the cluster epochs."""
+    from imgret.data.loader import split_indices
+
+    src = open_source(image_folder)
+    n_train = len(split_indices(len(src), FAST.val_fraction, FAST.seed)[0])
+    mc = ModelConfig(**{**CONTRASTIVE.__dict__, "whiten_dim": 8, "cluster_head": 3})
+    for batch, name in ((n_train - 1, "train"), (len(src) - 1, "cluster")):  # remainder 1
+        tc = TrainConfig(**{**FAST.__dict__, "epochs": 1, "objective": "contrastive",
+                            "batch_size": batch, "cluster_epochs": 1})  # fmt: skip
+        res = train_autoencoder(src, mc, tc, tmp_path / name, progress=False, log=lambda s: None)
+        assert res.best_epoch == 1 and np.isfinite(res.history[0]["train_loss"])
+
+
 def test_objective_and_model_must_match(image_folder: Path, tmp_path: Path) -> None:
     src = open_source(image_folder)
     with pytest.raises(UserError, match="projection head"):

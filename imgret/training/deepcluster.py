@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..core.progress import progress_bar
+from ..data.loader import to_float
 from ..models.autoencoder import ConvAutoencoder
 from .augment import augment, augment_preset
 from .config import TrainConfig
@@ -64,7 +65,9 @@ def cluster_epochs(
                            unit="batch", enabled=progress, leave=False)  # fmt: skip
         for i in bar:
             idx = order[i * cfg.batch : (i + 1) * cfg.batch]
-            x, y = images[idx].float().div_(255.0), targets[idx].to(device)
+            if len(idx) < 2:
+                continue  # BatchNorm cannot train on one image; it is reshuffled next epoch
+            x, y = to_float(images[idx]), targets[idx].to(device)
             lr = CLUSTER_LR * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / total))
             for group in optimizer.param_groups:
                 group["lr"] = lr

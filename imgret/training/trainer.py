@@ -171,6 +171,8 @@ def _run_epoch(
     )
     with torch.set_grad_enabled(optimizer is not None):
         for i, x in enumerate(bar):
+            if optimizer is not None and len(x) < 2:
+                continue  # BatchNorm cannot train on one image; it is reshuffled next epoch
             loss, units = _batch_loss(
                 model, x, cfg, aug, gen, device, optimizer is not None, support
             )
