@@ -221,6 +221,21 @@ def cmd_adapt(a: argparse.Namespace) -> None:
                 f"{a.hidden}, lr {a.lr:g} ({took:.0f} s, loss {np.mean(losses[-50:]):.3f}): "
                 f"{fmt(s.score(hq, hdb))}; + rerank: "
                 f"{fmt(s.score(*s.rerank(hq, hdb)))}")  # fmt: skip
+            for clusters in (c for c in a.cluster_head if c):
+                _score_cluster_head(s, hq, hdb, clusters)
+
+
+def _score_cluster_head(s: Split, q: np.ndarray, db: np.ndarray, clusters: int) -> None:
+    """The cluster head of `imgret train` (imgret.training.finetune.fit_cluster_head) fitted on
+    the database's (n, dim) embeddings `db` alone, then applied to `q` and `db`: scored."""
+    from imgret.training.finetune import fit_cluster_head
+
+    t0 = time.perf_counter()
+    head, _ = fit_cluster_head(db, clusters, seed=0)
+    with torch.inference_mode():
+        cq, cdb = head(torch.from_numpy(q)).numpy(), head(torch.from_numpy(db)).numpy()
+    say(f"  + cluster head K {clusters} ({time.perf_counter() - t0:.0f} s): "
+        f"{fmt(s.score(cq, cdb))}; + rerank: {fmt(s.score(*s.rerank(cq, cdb)))}")  # fmt: skip
 
 
 def mutual_neighbours(table: np.ndarray) -> np.ndarray:
@@ -318,7 +333,7 @@ def cmd_cluster_epochs(a: argparse.Namespace) -> None:
             e, score = _embedded(name, tmp)
             q, db = rerank_split(e.queries, e.database, RerankConfig(), exclude=e.exclude)
             say(f"  --cluster-epochs {epochs} ({seconds:.0f} s): no re-ranking: "
-                f"{fmt(score(e.queries, e.database))}; --rerank: {fmt(score(q, db))}")
+                f"{fmt(score(e.queries, e.database))}; --rerank: {fmt(score(q, db))}")  # fmt: skip
 
 
 def main() -> None:
@@ -379,6 +394,9 @@ def main() -> None:
             s.add_argument("--lr", type=float, default=1e-3)
             s.add_argument("--rounds", type=int, default=1, help="retrain with neighbours "
                            "found by the last head (1: neighbours of the base only)")  # fmt: skip
+            s.add_argument("--cluster-head", type=int, nargs="*", default=[0],
+                           help="also score the cluster head of K clusters on each adapted "
+                           "head (0: none)")  # fmt: skip
             s.add_argument("--mutual", action="store_true", help="keep a neighbour only when "
                            "the image is among its K nearest too (else the image "
                            "itself)")  # fmt: skip

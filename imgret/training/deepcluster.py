@@ -23,6 +23,7 @@ from ..models.autoencoder import ConvAutoencoder
 from .augment import augment, augment_preset
 from .config import TrainConfig
 from .losses import nt_xent
+from .schedule import index_batches, set_lr
 
 __all__ = ["CLUSTER_LR", "CLASSIFIER_TEMPERATURE", "cluster_epochs"]
 
@@ -60,17 +61,13 @@ def cluster_epochs(
     model.train()
     for epoch in range(epochs):
         t0, summed = time.perf_counter(), 0.0
-        order = torch.randperm(n, generator=gen)
-        bar = progress_bar(range(per_epoch), desc=f"cluster epoch {epoch + 1}/{epochs}",
+        batches = index_batches(n, cfg.batch, gen, training=True)
+        bar = progress_bar(batches, total=per_epoch, desc=f"cluster epoch {epoch + 1}/{epochs}",
                            unit="batch", enabled=progress, leave=False)  # fmt: skip
-        for i in bar:
-            idx = order[i * cfg.batch : (i + 1) * cfg.batch]
-            if len(idx) < 2:
-                continue  # BatchNorm cannot train on one image; it is reshuffled next epoch
+        done = 0
+        for i, idx in enumerate(bar):
             x, y = to_float(images[idx]), targets[idx].to(device)
-            lr = CLUSTER_LR * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / total))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(optimizer, CLUSTER_LR, "cosine", (epoch * per_epoch + i) / total)
             h1 = model.encode(augment(x, aug, aug_gen).to(device))  # (B, embedding_dim)
             h2 = model.encode(augment(x, aug, aug_gen).to(device))
             w = nn.functional.normalize(classifier, dim=1)  # (K, embedding_dim)
@@ -84,10 +81,10 @@ def cluster_epochs(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            summed += float(loss.detach())
-            bar.set_postfix(loss=f"{summed / (i + 1):.4f}")
+            summed, done = summed + float(loss.detach()), done + 1
+            bar.set_postfix(loss=f"{summed / done:.4f}")
         bar.close()
-        losses.append(summed / per_epoch)
+        losses.append(summed / max(done, 1))
         log(f"cluster epoch {epoch + 1}/{epochs}  loss {losses[-1]:.4f}  "
             f"{n / (time.perf_counter() - t0):7.0f} img/s")  # fmt: skip
     model.eval()

@@ -33,6 +33,7 @@ from .augment import AugmentConfig, augment, augment_preset, corrupt
 from .config import OBJECTIVES, TrainConfig
 from .finish import finish_model
 from .losses import nt_xent
+from .schedule import index_batches, set_lr
 
 __all__ = ["TrainResult", "train_autoencoder", "pick_device"]
 
@@ -59,11 +60,10 @@ def pick_device(device: str | None = None) -> str:
 def _batches(
     images: torch.Tensor, batch_size: int, generator: torch.Generator | None
 ) -> Iterator[torch.Tensor]:
-    """Float batches (B, C, S, S) in [0, 1] of a uint8 tensor, shuffled when given a generator."""
-    n = len(images)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield images[order[start : start + batch_size]].float().div_(255.0)
+    """Float batches (B, C, S, S) in [0, 1] of a uint8 tensor; shuffled, for training
+    (schedule.index_batches), when given a generator."""
+    for rows in index_batches(len(images), batch_size, generator, training=generator is not None):
+        yield images[rows].float().div_(255.0)
 
 
 def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -138,14 +138,6 @@ def _batch_loss(
     return nn.functional.mse_loss(recon, target, reduction="sum"), target.numel()
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, progress_share: float) -> None:
-    lr = cfg.lr
-    if cfg.schedule == "cosine":
-        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress_share, 1.0)))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 def _run_epoch(
     model: ConvAutoencoder,
     batches: Iterator[torch.Tensor],
@@ -171,13 +163,11 @@ def _run_epoch(
     )
     with torch.set_grad_enabled(optimizer is not None):
         for i, x in enumerate(bar):
-            if optimizer is not None and len(x) < 2:
-                continue  # BatchNorm cannot train on one image; it is reshuffled next epoch
             loss, units = _batch_loss(
                 model, x, cfg, aug, gen, device, optimizer is not None, support
             )
             if optimizer is not None:
-                _set_lr(optimizer, cfg, (step[0] + i) / max(step[1], 1))
+                set_lr(optimizer, cfg.lr, cfg.schedule, (step[0] + i) / max(step[1], 1))
                 optimizer.zero_grad(set_to_none=True)
                 (loss / units).backward()
                 optimizer.step()
