@@ -25,9 +25,11 @@ __all__ = [
 ]  # fmt: skip
 
 FORMAT = "imgret-model"
-# The newest format this imgret reads. Files are written with the oldest version that holds
-# them: 2 only for a model with a cluster head, which imgret before it cannot rebuild.
-FORMAT_VERSION = 2
+# Files are written with the oldest version that holds them: a model with a cluster head
+# needs version 2 (imgret before it cannot rebuild the head), every other model version 1.
+PLAIN_VERSION = 1
+CLUSTER_HEAD_VERSION = 2
+FORMAT_VERSION = CLUSTER_HEAD_VERSION  # the newest format this imgret reads
 KIND = "conv-autoencoder"
 
 
@@ -203,7 +205,7 @@ def save_model(
         save_file(state, str(tmp))
     doc = {
         "format": FORMAT,
-        "version": 2 if model.config.cluster_head else 1,
+        "version": CLUSTER_HEAD_VERSION if model.config.cluster_head else PLAIN_VERSION,
         "arch": model.config.arch,
         "model": vars(model.config).copy(),
         **(meta or {}),
