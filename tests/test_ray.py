@@ -161,12 +161,16 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_rows(
     killed = _index_on_ray(image_folder, coll_dir, model, ray_address, "chunk-written:3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     committed = _by_key(coll_dir)
-    assert len(committed) == len(open_collection(coll_dir).keys) == 10
+    chunks = open_collection(coll_dir).store.chunks()
+    # A chunk holds 5 rows, or fewer when 30 s of work pass first (a loaded machine).
+    assert len(chunks) == 2 and 2 <= len(committed) == sum(c.n_rows for c in chunks) <= 10
+    assert len(committed) == len(open_collection(coll_dir).keys)
     assert len(list((coll_dir / "embeddings").iterdir())) == 3
 
     resumed = _index_on_ray(image_folder, coll_dir, model, ray_address, None)
     assert resumed.returncode == 0, resumed.stderr
-    assert "14 added" in resumed.stdout and "10 unchanged" in resumed.stdout
+    n = len(committed)
+    assert f"{24 - n} added" in resumed.stdout and f"{n} unchanged" in resumed.stdout
     now = _by_key(coll_dir)
     assert all(np.array_equal(now[k][0], e) for k, (e, _) in committed.items())  # kept as is
     one = index_folder(image_folder, tmp_path / "one", model=model,

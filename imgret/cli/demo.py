@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import EPOCHS, SEED
+from .options import EPOCHS, SEED, writable_folder
 
 __all__ = ["add_commands"]
 
@@ -17,7 +17,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "train the autoencoder, draw reconstructions, embed, pick K by the elbow, cluster, and "
         "answer example queries in cluster and exact mode. Needs no download.",
     )
-    p.add_argument("--out", "-o", default="demo-out", help="output folder (default: demo-out)")
+    p.add_argument("--out", "-o", default="demo-out", type=writable_folder,
+                   help="output folder (default: demo-out)")
     p.add_argument("--epochs", type=EPOCHS, default=15, help="training epochs (default: 15)")
     p.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
     p.set_defaults(func=_cmd_demo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import LEARNING_RATE, SEED, float_in, int_in
+from .options import LEARNING_RATE, SEED, float_in, int_in, writable_folder
 
 __all__ = ["add_commands"]
 
@@ -30,7 +30,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="no labels: use KMeans clusters (K of them, e.g. 100) of every image of FOLDER as "
         "labels, a label-free adaptation of the model to the collection",
     )  # fmt: skip
-    p.add_argument("--out", "-o", default="model-finetuned", help="output folder")
+    p.add_argument("--out", "-o", default="model-finetuned", type=writable_folder,
+                   help="output folder")
     p.add_argument("--margin", type=float_in(0, 10, above=True), default=0.2,
                    help="triplet margin (default: 0.2)")  # fmt: skip
     p.add_argument(

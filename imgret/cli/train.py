@@ -14,6 +14,7 @@ from .options import (
     float_in,
     int_in,
     print_skipped,
+    writable_folder,
 )  # fmt: skip
 
 __all__ = ["add_commands"]
@@ -33,9 +34,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "or a benchmark's database images (fashion-mnist:database, cifar10:database, "
                    "caltech101:database)",
                    )  # fmt: skip
-    p.add_argument(
-        "--out", "-o", default="model", help="output folder for the model (default: model)"
-    )
+    p.add_argument("--out", "-o", default="model", type=writable_folder,
+                   help="output folder for the model (default: model)")  # fmt: skip
     p.add_argument("--objective", choices=("reconstruction", "denoising", "contrastive"),
                    help="reconstruction: the autoencoder (MSE); denoising: reconstruct from a "
                    "masked copy; contrastive: SimCLR on augmented views, embedding before the "

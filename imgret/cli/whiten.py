@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import BATCH, SEED, WORKERS, int_in
+from .options import BATCH, SEED, WORKERS, int_in, writable_folder
 
 __all__ = ["add_commands"]
 
@@ -25,7 +25,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="folder of images, a built-in source, or a benchmark's "
                    "database images (e.g. caltech101:database)")  # fmt: skip
-    p.add_argument("--out", "-o", default="model-whitened", help="output folder")
+    p.add_argument("--out", "-o", default="model-whitened", type=writable_folder,
+                   help="output folder")
     p.add_argument("--dim", type=int_in(1, 65536), default=512,
                    help="dimensions kept (default: 512)")  # fmt: skip
     p.add_argument(

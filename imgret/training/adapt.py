@@ -62,7 +62,7 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.neighbors < 0 or not 0.0 <= self.neighbor_p <= 1.0:
             raise UserError("neighbours must be 0 or more and their share within 0..1")
-        if self.steps < 1 or self.batch_size < 2 or self.temperature <= 0:
+        if self.steps < 1 or self.batch_size < 2 or not 0 < self.temperature < float("inf"):
             raise UserError("steps must be 1 or more, batch size 2 or more, temperature > 0")
 
 
