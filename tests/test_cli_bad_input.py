@@ -221,6 +221,14 @@ CASES: list[tuple[str, Callable[[World], list[object]], str]] = [
     ("train --out a file", lambda w: ["train", w.photos, "--out", _query(w)], "is a file"),
     ("finetune --out in /proc", lambda w: ["finetune", w.model, w.photos, "--out", "/proc/x"],
      "cannot write in /proc"),
+    ("finetune --labels not UTF-8", lambda w: ["finetune", w.model, w.photos, "--labels",
+     _scratch_file(w, "latin.csv", b"\xff\xfe\x00a.png,x\n")], "not a UTF-8 CSV"),
+    ("finetune --labels a NUL path", lambda w: ["finetune", w.model, w.photos, "--labels",
+     _scratch_file(w, "nul.csv", b"a.png,x\nb\x00.png,y\n")], "row 2: a path with a NUL"),
+    ("finetune on undecodable images", lambda w: ["finetune", w.model, _undecodable(w),
+     "--pseudo-labels", "2"], "0 of its 3 image(s) could be decoded"),
+    ("adapt on undecodable images", lambda w: ["adapt", w.model, _undecodable(w), "--out",
+     w.scratch / "adapted"], "0 of its 3 image(s) could be decoded"),
     ("an unknown option", lambda w: ["search", w.coll, _query(w), "--fast"], "unrecognized"),
     # damaged models
     ("model.safetensors truncated", lambda w: ["search", w.coll, _query(w), "--model",
@@ -270,6 +278,21 @@ CASES: list[tuple[str, Callable[[World], list[object]], str]] = [
     ("failures of no collection", lambda w: ["failures", w.photos], "not an imgret collection"),
     ("check of no collection", lambda w: ["check", w.photos], "not an imgret collection"),
 ]
+
+
+def _scratch_file(w: World, name: str, data: bytes) -> Path:
+    w.scratch.mkdir(parents=True, exist_ok=True)
+    (w.scratch / name).write_bytes(data)
+    return w.scratch / name
+
+
+def _undecodable(w: World) -> Path:
+    """A folder of three files named .png that hold no image."""
+    d = w.scratch / "undecodable"
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        (d / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
+    return d
 
 
 def _garbage_json(w: World) -> Path:

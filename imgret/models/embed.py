@@ -50,8 +50,10 @@ def embed_source(
     batch_size: int = 128,
     workers: int = 2,
     progress: bool = True,
+    need: int = 0,
 ) -> EmbedResult:
-    """Embed every image of `source`; undecodable images are skipped and listed in failures."""
+    """Embed every image of `source`; undecodable images are skipped and listed in failures.
+    Fewer than `need` decoded images is a UserError (what would be fitted on them cannot be)."""
     chunks, positions, failures = [], [], []
     bar = progress_bar(total=len(source), desc="embedding", unit="img", enabled=progress)
     batches = iter_batches(
@@ -68,6 +70,9 @@ def embed_source(
     dim = int(embedder.embedding_dim)
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     pos = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+    if len(pos) < need:
+        raise UserError(f"{source.name}: {len(pos)} of its {len(source)} image(s) could be "
+                        f"decoded; {need} or more are needed")  # fmt: skip
     return EmbedResult(np.ascontiguousarray(embeddings, dtype=np.float32), pos, failures)
 
 

@@ -184,9 +184,7 @@ def adapt(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     base = load_for_inference(base_ref, inference)
-    emb = embed_source(base, source, progress=progress, workers=1)
-    if len(emb.embeddings) < 2:
-        raise UserError(f"{source.name}: adaptation needs at least 2 readable images")
+    emb = embed_source(base, source, progress=progress, workers=1, need=2)
     seconds["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     views_by = view_ref(base_ref, config.view_size)

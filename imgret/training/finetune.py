@@ -174,14 +174,20 @@ def read_label_csv(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise UserError(f"{path}: no such label file")
     out = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for i, row in enumerate(csv.reader(f)):
-            if len(row) < 2 or (i == 0 and row[0].strip().lower() == "path"):
-                continue
-            img = Path(row[0].strip()).expanduser()
-            if not img.is_absolute():
-                img = path.parent / img
-            out[str(img.resolve())] = row[1].strip()
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a UTF-8 CSV of `path,label` rows ({e})") from None
+    for i, row in enumerate(rows):
+        if len(row) < 2 or (i == 0 and row[0].strip().lower() == "path"):
+            continue
+        if "\0" in row[0]:
+            raise UserError(f"{path}: row {i + 1}: a path with a NUL byte")
+        img = Path(row[0].strip()).expanduser()
+        if not img.is_absolute():
+            img = path.parent / img
+        out[str(img.resolve())] = row[1].strip()
     if not out:
         raise UserError(f"{path}: no `path,label` rows found")
     return out
@@ -245,7 +251,7 @@ def finetune(
     if pseudo_clusters is None:
         check_labels([str(lab) for lab in source.labels])
     base = load_for_inference(base_ref, InferenceSettings(device=device))
-    result = embed_source(base, source, progress=progress, workers=0)
+    result = embed_source(base, source, progress=progress, workers=0, need=2)
     if pseudo_clusters is not None:
         labels = pseudo_labels(result.embeddings, pseudo_clusters, seed=config.seed)
         if config.lr is None:  # clusters are noisy labels: never the fast rate of big classes

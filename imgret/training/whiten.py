@@ -68,7 +68,8 @@ def whiten_model(
             f"embedding give at most {max(min(len(source) - 1, base.embedding_dim), 0)} "
             "(use a smaller dim, or fit on more images)"
         )
-    result = embed_source(base, source, batch_size=batch_size, workers=workers, progress=progress)
+    result = embed_source(base, source, batch_size=batch_size, workers=workers, progress=progress,
+                          need=dim + 1)  # fmt: skip
     whitening = Whitening(dim, eps=eps).fit(result.embeddings)
     save_whitening(whitening, out, {
         "base": registry.describe(model_ref, base), "dim": int(dim),
