@@ -267,6 +267,20 @@ def test_a_lone_last_image_of_an_epoch_does_not_stop_training(
         assert res.best_epoch == 1 and np.isfinite(res.history[0]["train_loss"])
 
 
+def test_a_reconstruction_model_gets_a_cluster_head_without_cluster_epochs(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    """The cluster epochs keep the contrastive loss (a projection head): a reconstruction
+    model with a cluster head skips them and is still fitted its head (was an AttributeError)."""
+    src = open_source(image_folder)
+    mc = ModelConfig(**{**TINY.__dict__, "cluster_head": 3})
+    tc = TrainConfig(**{**FAST.__dict__, "epochs": 1, "cluster_epochs": 2})
+    assert tc.objective == "reconstruction" and tc.epochs_on_clusters(3) == 0
+    res = train_autoencoder(src, mc, tc, tmp_path / "m", progress=False, log=lambda s: None)
+    loaded, _ = load_model(res.model_dir)
+    assert float(loaded.cluster_head.mlp[2].weight.detach().abs().max()) > 0
+
+
 def test_objective_and_model_must_match(image_folder: Path, tmp_path: Path) -> None:
     src = open_source(image_folder)
     with pytest.raises(UserError, match="projection head"):

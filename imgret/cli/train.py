@@ -108,8 +108,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--cluster-epochs",
         type=int_in(0, 10**4),
         metavar="N",
-        help="with a cluster head: epochs the encoder first trains on its own clusters "
-        f"(DeepCluster); 0 = none (default: {CLUSTER_EPOCHS})",
+        help="with a cluster head on a contrastive model: epochs the encoder first trains "
+        f"on its own clusters (DeepCluster); 0 = none (default: {CLUSTER_EPOCHS})",
     )
     p.add_argument(
         "--pool",

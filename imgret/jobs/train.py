@@ -125,7 +125,7 @@ def train(
         whitening = ""
     head = ""
     if mc.cluster_head:
-        n = tc.cluster_epochs
+        n = tc.epochs_on_clusters(mc.cluster_head)
         first = f"{n} epoch{'s' * (n != 1)} on its own clusters and " if n else ""
         head = f", then {first}a cluster head on {mc.cluster_head} clusters"
     log(f"training on {len(source):,} images from {source.name}: {mc.image_size}px, "

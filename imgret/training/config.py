@@ -60,8 +60,8 @@ class TrainConfig:
     mask_ratio: float = 0.5  # share of 4x4 patches zeroed in the denoising objective's input
     schedule: str | None = None  # learning rate per step: "constant" or "cosine" (decay to 0)
     workers: int = 2  # data-loader worker processes for image folders (0 = main process)
-    # With a cluster head (ModelConfig.cluster_head): epochs the encoder trains on its own
-    # KMeans clusters first (imgret.training.deepcluster); 0 = none
+    # With a cluster head (ModelConfig.cluster_head) on a contrastive model: epochs the encoder
+    # trains on its own KMeans clusters first (imgret.training.deepcluster); 0 = none
     cluster_epochs: int = CLUSTER_EPOCHS
 
     def __post_init__(self) -> None:
@@ -79,6 +79,12 @@ class TrainConfig:
             raise ValueError(f"cluster_epochs must be 0 or more, got {self.cluster_epochs}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+    def epochs_on_clusters(self, cluster_head: int) -> int:
+        """The epochs on its own clusters of a model with a cluster head of `cluster_head`
+        clusters (0: none): they keep the contrastive loss beside the classifier's, so only a
+        contrastive model has them."""
+        return self.cluster_epochs if cluster_head and self.objective == "contrastive" else 0
 
     # Typed accessors for the training loop (after __post_init__ only `epochs` may be None).
     @property

@@ -29,16 +29,17 @@ def finish_model(
 ) -> None:
     """What follows the epochs of a trained model, in place, as its config asks: fit the
     PCA-whitening on `images` (n, C, S, S) uint8; with a cluster head of K clusters, train the
-    encoder on its own K clusters for `cfg.cluster_epochs` (then whiten again), and fit the
-    head on the K clusters of the final embeddings."""
+    encoder on its own K clusters for `cfg.epochs_on_clusters(K)` epochs (then whiten again),
+    and fit the head on the K clusters of the final embeddings."""
     encoded = _fit_whitening(model, images, device)  # (n, config.embedding_dim)
     k = model.config.cluster_head
-    if k and cfg.cluster_epochs:
+    epochs = cfg.epochs_on_clusters(k)
+    if epochs:
         log(f"training the encoder on its {k} clusters of {len(images):,} images for "
-            f"{cfg.cluster_epochs} epochs")  # fmt: skip
+            f"{epochs} epochs")  # fmt: skip
         clusters = pseudo_labels(_whitened(model, encoded, device), k, seed=cfg.seed)
         labels = np.unique(clusters, return_inverse=True)[1]  # (n,) ids 0..k-1
-        cluster_epochs(model, images, labels, cfg, epochs=cfg.cluster_epochs, device=device,
+        cluster_epochs(model, images, labels, cfg, epochs=epochs, device=device,
                        progress=progress, log=log)  # fmt: skip
         encoded = _fit_whitening(model, images, device)
     if k:
