@@ -218,6 +218,8 @@ CASES: list[tuple[str, Callable[[World], list[object]], str]] = [
      "--neighbors: -1"),
     ("adapt --out a file", lambda w: ["adapt", w.model, w.photos, "--out", _query(w)],
      "is a file, not a folder"),
+    ("train contrastive --batch-size 1", lambda w: ["train", w.photos, "--objective",
+     "contrastive", "--batch-size", "1", "--out", w.scratch / "c1"], "--batch-size must be 2"),
     ("train --out a file", lambda w: ["train", w.photos, "--out", _query(w)], "is a file"),
     ("finetune --out in /proc", lambda w: ["finetune", w.model, w.photos, "--out", "/proc/x"],
      "cannot write in /proc"),
@@ -227,6 +229,13 @@ CASES: list[tuple[str, Callable[[World], list[object]], str]] = [
      _scratch_file(w, "nul.csv", b"a.png,x\nb\x00.png,y\n")], "row 2: a path with a NUL"),
     ("finetune on undecodable images", lambda w: ["finetune", w.model, _undecodable(w),
      "--pseudo-labels", "2"], "0 of its 3 image(s) could be decoded"),
+    ("finetune --out its base", lambda w: ["finetune", w.model, w.photos, "--out", w.model,
+     "--pseudo-labels", "2"], "model already holds a conv-autoencoder model"),
+    ("adapt --out another kind of model", lambda w: ["adapt", w.model, w.photos, "--out",
+     w.model], "already holds a conv-autoencoder model"),
+    ("train --out another kind of model", lambda w: ["train", w.photos, "--out",
+     _scratch_file(w, "whitened/model.json", b'{"format": "imgret-model", "kind": "whitened"}'
+                   ).parent], "already holds a whitened model"),
     ("adapt on undecodable images", lambda w: ["adapt", w.model, _undecodable(w), "--out",
      w.scratch / "adapted"], "0 of its 3 image(s) could be decoded"),
     ("an unknown option", lambda w: ["search", w.coll, _query(w), "--fast"], "unrecognized"),
@@ -281,7 +290,7 @@ CASES: list[tuple[str, Callable[[World], list[object]], str]] = [
 
 
 def _scratch_file(w: World, name: str, data: bytes) -> Path:
-    w.scratch.mkdir(parents=True, exist_ok=True)
+    (w.scratch / name).parent.mkdir(parents=True, exist_ok=True)
     (w.scratch / name).write_bytes(data)
     return w.scratch / name
 

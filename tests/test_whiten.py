@@ -116,7 +116,7 @@ def test_whiten_an_autoencoder_folder(image_folder: Path, tmp_path: Path) -> Non
     ).read_bytes()
     with pytest.raises(UserError, match="at most 16"):
         whiten_model(base, image_folder, tmp_path / "x", dim=17, workers=0, progress=False)
-    with pytest.raises(UserError, match="another model"):
+    with pytest.raises(UserError, match="already holds a conv-autoencoder model"):
         whiten_model(base, image_folder, base, dim=4, workers=0, progress=False)
 
 

@@ -14,6 +14,8 @@ from ..core.errors import UserError
 from ..data.benchmarks import open_training_source
 from ..data.loader import decode_all, split_indices, to_float
 from ..data.sources import ImageSource
+from ..models import registry
+from ..models.autoencoder import KIND as AUTOENCODER_KIND
 from ..models.config import ModelConfig
 from ..training.config import (
     AUTO,
@@ -95,6 +97,7 @@ def train(
     may also be ``fashion-mnist:database``, ``cifar10:database`` or ``caltech101:database``:
     the database images of a benchmark protocol (imgret.data.benchmarks).
     """
+    registry.check_out_folder(out, AUTOENCODER_KIND)
     source = open_training_source(source_spec)
     tc = train_config or TrainConfig()
     if limit is not None and limit < len(source):

@@ -28,7 +28,7 @@ from .base import SEPARATOR, Embedder
 
 __all__ = [
     "load", "canonical_ref", "describe", "fingerprint", "parse_pretrained", "parse_side_by_side",
-    "read_model_doc", "built_on_pretrained", "trained_images",
+    "read_model_doc", "built_on_pretrained", "trained_images", "check_out_folder",
     "PRETRAINED_NAMES", "DEFAULT_SIZES", "SEPARATOR",
 ]  # fmt: skip
 
@@ -116,6 +116,22 @@ def read_model_doc(folder: Path) -> dict[str, Any]:
 
 def _kind(doc: dict[str, Any]) -> str:
     return str(doc.get("kind") or doc.get("arch") or "")
+
+
+def check_out_folder(out: str | Path, kind: str, base_ref: str | Path | None = None) -> None:
+    """Refuse to write a model of `kind` into the folder `out` when it holds a model of another
+    kind (or an unreadable model.json), or is the base model `base_ref` itself: the new files
+    would replace the model that is there."""
+    out = Path(out)
+    if not (out / "model.json").is_file():
+        return
+    try:
+        found = _kind(json.loads((out / "model.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError):
+        found = ""
+    if found != kind or (base_ref is not None and out.resolve() == Path(str(base_ref)).resolve()):
+        what = "its base model" if found == kind else f"a {found or 'broken'} model"
+        raise UserError(f"{out} already holds {what}; write the new model to another folder")
 
 
 def _kind_module(kind: str) -> tuple[Any, bool] | None:

@@ -29,7 +29,7 @@ from ..core.errors import UserError
 from ..core.vectors import knn, normalize
 from ..data.benchmarks import open_training_source
 from ..models import registry
-from ..models.adapted import AdaptHead, save_adapted
+from ..models.adapted import KIND, AdaptHead, save_adapted
 from ..models.backend import InferenceSettings, load_for_inference
 from ..models.base import SEPARATOR
 from ..models.embed import embed_source
@@ -180,6 +180,7 @@ def adapt(
     """
     base_ref = str(base_ref)
     out = Path(out)
+    registry.check_out_folder(out, KIND, base_ref)
     source = open_training_source(folder)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from ..data.benchmarks import open_training_source
 from ..models import registry
 from ..models.backend import InferenceSettings, load_for_inference
 from ..models.embed import embed_source
+from ..models.head import KIND as HEAD_KIND
 from ..models.head import ProjectionHead, save_head
 from ..retrieval.rerank import database_augmentation
 
@@ -237,6 +238,7 @@ def finetune(
     `source_spec`; images without a label are not used. With `pseudo_clusters` = K no label is
     needed: every image of the source gets the label of its KMeans cluster (`pseudo_labels`).
     """
+    registry.check_out_folder(out, HEAD_KIND, base_ref)
     source = open_training_source(source_spec)
     if pseudo_clusters is not None:
         if labels_csv is not None:

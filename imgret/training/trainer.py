@@ -253,6 +253,9 @@ def train_autoencoder(
 
     if cfg.objective == "contrastive" and not model_config.projection_dim:
         raise UserError("the contrastive objective needs a projection head: set projection_dim")
+    if cfg.objective == "contrastive" and cfg.batch < 2:  # else every batch would be skipped
+        raise UserError("contrastive training tells each image from the others of its batch: "
+                        "--batch-size must be 2 or more")  # fmt: skip
     if cfg.objective != "contrastive" and model_config.decoder == "none":
         raise UserError(f"the {cfg.objective} objective needs a decoder (decoder != 'none')")
     model = ConvAutoencoder(model_config).to(device)

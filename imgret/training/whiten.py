@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import read_json
 from ..core.errors import UserError
 from ..data.benchmarks import open_training_source
 from ..models import registry
@@ -52,7 +51,7 @@ def whiten_model(
     limit : fit on a fixed-seed (`seed`) sample of at most this many images (None = all)
     """
     out = Path(out_dir)
-    _check_out(out, model_ref)
+    registry.check_out_folder(out, KIND, model_ref)
     if dim < 1:
         raise UserError(f"dim must be 1 or more, got {dim}")
     source = open_training_source(source_spec)
@@ -82,17 +81,3 @@ def whiten_model(
         whitening.explained_variance_ratio_, result.failures,
     )  # fmt: skip
 
-
-def _check_out(out: Path, model_ref: str | Path) -> None:
-    """Refuse to write over another kind of model (or over the base model itself)."""
-    doc_path = out / "model.json"
-    if not doc_path.is_file():
-        return
-    try:
-        kind = read_json(doc_path).get("kind")
-    except (ValueError, AttributeError):
-        kind = None
-    if kind != KIND or out.resolve() == Path(str(model_ref)).resolve():
-        raise UserError(
-            f"{out} already holds another model; write the whitened model to another folder"
-        )
