@@ -161,10 +161,11 @@ def test_a_killed_driver_resumes_without_losing_or_repeating_rows(
     killed = _index_on_ray(image_folder, coll_dir, model, ray_address, "chunk-written:3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     committed = _by_key(coll_dir)
-    chunks = open_collection(coll_dir).store.chunks()
+    killed_coll = open_collection(coll_dir)
+    chunks = killed_coll.store.chunks()
     # A chunk holds 5 rows, or fewer when 30 s of work pass first (a loaded machine).
     assert len(chunks) == 2 and 2 <= len(committed) == sum(c.n_rows for c in chunks) <= 10
-    assert len(committed) == len(open_collection(coll_dir).keys)
+    assert len(committed) == len(killed_coll.keys)
     assert len(list((coll_dir / "embeddings").iterdir())) == 3
 
     resumed = _index_on_ray(image_folder, coll_dir, model, ray_address, None)

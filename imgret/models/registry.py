@@ -120,14 +120,14 @@ def _kind(doc: dict[str, Any]) -> str:
 
 def check_out_folder(out: str | Path, kind: str, base_ref: str | Path | None = None) -> None:
     """Refuse to write a model of `kind` into the folder `out` when it holds a model of another
-    kind (or an unreadable model.json), or is the base model `base_ref` itself: the new files
-    would replace the model that is there."""
+    kind (or a model.json that read_model_doc refuses), or is the base model `base_ref` itself:
+    the new files would replace the model that is there."""
     out = Path(out)
     if not (out / "model.json").is_file():
         return
     try:
-        found = _kind(json.loads((out / "model.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError):
+        found = _kind(read_model_doc(out))
+    except UserError:  # unreadable, or not an imgret model file
         found = ""
     if found != kind or (base_ref is not None and out.resolve() == Path(str(base_ref)).resolve()):
         what = "its base model" if found == kind else f"a {found or 'broken'} model"

@@ -33,6 +33,7 @@ from ..models.adapted import KIND, AdaptHead, save_adapted
 from ..models.backend import InferenceSettings, load_for_inference
 from ..models.base import SEPARATOR
 from ..models.embed import embed_source
+from .schedule import set_lr
 from .views import ViewConfig, embed_views
 
 __all__ = [
@@ -129,8 +130,7 @@ def train_adapt_head(
     losses: list[float] = []
     head.train()
     for step in range(config.steps):
-        for group in opt.param_groups:
-            group["lr"] = config.lr * 0.5 * (1 + np.cos(np.pi * step / config.steps))
+        set_lr(opt, config.lr, "cosine", step / config.steps)
         i = torch.randperm(n, generator=gen)[:batch]
         s1 = torch.randint(0, slots, (batch,), generator=gen)
         s2 = s1  # another slot of the same image (or, with no views, of a neighbour)

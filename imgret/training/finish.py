@@ -14,6 +14,7 @@ from ..models.whitening import whitening_matrix
 from .config import TrainConfig
 from .deepcluster import cluster_epochs
 from .finetune import fit_cluster_head, pseudo_labels
+from .schedule import index_batches
 
 __all__ = ["finish_model"]
 
@@ -72,6 +73,6 @@ def _whitened(model: ConvAutoencoder, encoded: np.ndarray, device: str) -> np.nd
 def _encode_all(model: ConvAutoencoder, images: torch.Tensor, device: str) -> np.ndarray:
     """(n, C, S, S) uint8 -> (n, config.embedding_dim) float64 embeddings before whitening."""
     model.eval()
-    out = [model.encode(to_float(images[start : start + 512], device)).double().cpu().numpy()
-           for start in range(0, len(images), 512)]  # fmt: skip
+    out = [model.encode(to_float(images[rows], device)).double().cpu().numpy()
+           for rows in index_batches(len(images), 512)]  # fmt: skip
     return np.concatenate(out)

@@ -80,4 +80,3 @@ def whiten_model(
         out, int(dim), int(base.embedding_dim), whitening.n_fitted_,
         whitening.explained_variance_ratio_, result.failures,
     )  # fmt: skip
-
